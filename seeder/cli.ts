@@ -1,0 +1,92 @@
+/**
+ * `proxytorrent <command>`: serve (API + node, the default for `npm start`), api, seeder, migrate,
+ * config. commander parses the command line (well kept, no dependencies, good help output).
+ */
+import { Command } from "commander";
+import { type Config, ConfigError, loadConfig, SETTINGS } from "../src/config";
+import { registerKeysCommand } from "./commands/keys";
+import { openDatabase, runMigrations } from "./db";
+import {
+  makeLogger,
+  type Running,
+  redactDbUrl,
+  startApi,
+  startEmbedded,
+  startSeeder,
+  stopOnSignals,
+} from "./runtime";
+
+function configOrExit(): Config {
+  try {
+    return loadConfig(process.env);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(e.message);
+      console.error("\nFix the variables above (environment or .env) and start again.");
+      process.exit(2);
+    }
+    throw e;
+  }
+}
+
+async function run(start: (c: Config) => Promise<Running>) {
+  const config = configOrExit();
+  const log = makeLogger(config);
+  try {
+    const running = await start(config);
+    stopOnSignals(running, log);
+  } catch (e) {
+    log.error("start-up failed", { err: (e as Error).message });
+    process.exit(1);
+  }
+}
+
+const program = new Command()
+  .name("proxytorrent")
+  .description(
+    "Fetch web content through a proxy-connected node and hand it out as a private, seeded torrent.",
+  )
+  .version(SETTINGS.APP_VERSION.default);
+
+program
+  .command("serve")
+  .description("API and one seeder node in one process over a local libSQL file (the embedded default)")
+  .action(() => run(startEmbedded));
+
+program
+  .command("api")
+  .description("the API alone (distributed mode; nodes run `proxytorrent seeder`)")
+  .action(() => run(startApi));
+
+program
+  .command("seeder")
+  .description("a seeder node alone: claims jobs from DATABASE__DATABASE_URL, fetches, seeds")
+  .action(() => run(startSeeder));
+
+program
+  .command("migrate")
+  .description("apply database migrations and exit")
+  .action(async () => {
+    const config = configOrExit();
+    const { client, db } = await openDatabase(config);
+    await runMigrations(db);
+    client.close();
+    console.log(`migrations applied to ${redactDbUrl(config.database.url)}`);
+  });
+
+program
+  .command("config")
+  .description("list every setting with its current value and meaning")
+  .action(() => {
+    configOrExit();
+    for (const [name, s] of Object.entries(SETTINGS)) {
+      const secret = /PASSWORD|SECRET|TOKEN/.test(name);
+      const raw = process.env[name];
+      const shown = raw ? (secret ? "***" : raw) : `(default ${JSON.stringify(s.default) ?? "unset"})`;
+      console.log(`${name}=${shown}\n    ${s.doc}`);
+    }
+  });
+
+registerKeysCommand(program);
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,155 @@
+/**
+ * `proxytorrent keys create|list|revoke`: API keys in the service's database (the one
+ * DATABASE__DATABASE_URL / STORAGE__BASE_PATH names, local file or Turso). Migrations are applied
+ * first, so a key can be made before the service has ever started.
+ */
+import type { Command } from "commander";
+import { apiKeyId } from "../../src/auth/key-format";
+import { createApiKey, listApiKeys, revokeApiKey } from "../../src/auth/keys";
+import { DEFAULT_SCOPES, parseScopes, SCOPES, type Scope } from "../../src/auth/scopes";
+import { ConfigError, loadConfig } from "../../src/config";
+import type { Database } from "../../src/db";
+import { openDatabase, runMigrations } from "../db";
+
+function fail(message: string, code = 2): never {
+  console.error(message);
+  process.exit(code);
+}
+
+async function withDatabase<T>(fn: (db: Database) => Promise<T>): Promise<T> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig(process.env);
+  } catch (e) {
+    if (e instanceof ConfigError)
+      fail(`${e.message}\n\nFix the variables above (environment or .env) and try again.`);
+    throw e;
+  }
+  const { client, db } = await openDatabase(config);
+  try {
+    await runMigrations(db);
+    return await fn(db);
+  } finally {
+    client.close();
+  }
+}
+
+const when = (ms: number | null) => (ms == null ? "-" : new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z"));
+
+export function registerKeysCommand(program: Command): void {
+  const keys = program
+    .command("keys")
+    .description("create, list and revoke API keys (Authorization: Bearer <key>, or signed requests)");
+
+  keys
+    .command("create")
+    .description("create a key and print it once (only its SHA-256 is stored)")
+    .requiredOption("--name <name>", "what the key is for (shown by `keys list`)")
+    .option(
+      "--scopes <scopes>",
+      `comma-separated, from ${SCOPES.join(", ")} (default ${DEFAULT_SCOPES.join(",")})`,
+    )
+    .option("--tenant <id>", "act as this tenant (e.g. key:<old id> to keep seeing an old key's requests)")
+    .option("--json", 'print {"id","key","name","scopes","tenant"} only')
+    .action(async (opts: { name: string; scopes?: string; tenant?: string; json?: boolean }) => {
+      const name = opts.name.trim();
+      if (!name) fail("--name must not be empty");
+      let scopes: Scope[] = [...DEFAULT_SCOPES];
+      if (opts.scopes !== undefined) {
+        const parsed = parseScopes(opts.scopes);
+        if (parsed.unknown.length)
+          fail(`unknown scope ${parsed.unknown.join(", ")} (known: ${SCOPES.join(", ")})`);
+        if (!parsed.scopes.length) fail(`--scopes is empty (known: ${SCOPES.join(", ")})`);
+        scopes = parsed.scopes;
+      }
+      const tenant = opts.tenant?.trim() || undefined;
+      const made = await withDatabase((db) => createApiKey(db, { name, scopes, tenant, now: Date.now() }));
+      if (opts.json) {
+        console.log(
+          JSON.stringify({
+            id: made.id,
+            key: made.key,
+            name: made.name,
+            scopes: made.scopes,
+            tenant: made.tenant,
+          }),
+        );
+        return;
+      }
+      console.log(
+        `Created API key ${made.id} "${made.name}" (scopes: ${made.scopes.join(", ")}; tenant ${made.tenant}).`,
+      );
+      console.log("The key is shown only this once; store it now:\n");
+      console.log(`  ${made.key}\n`);
+      console.log("Use it as a bearer token:");
+      console.log(`  curl -H "Authorization: Bearer ${made.key}" http://127.0.0.1:8000/v1/requests/<id>`);
+      console.log(
+        "or sign requests with it (see docs/auth.md). Revoke with `proxytorrent keys revoke " +
+          made.id +
+          "`.",
+      );
+    });
+
+  keys
+    .command("list")
+    .description("list keys (never the keys themselves)")
+    .option("--all", "include revoked keys")
+    .option("--json", "print a JSON array")
+    .action(async (opts: { all?: boolean; json?: boolean }) => {
+      const rows = await withDatabase((db) => listApiKeys(db, { includeRevoked: opts.all }));
+      if (opts.json) {
+        console.log(
+          JSON.stringify(
+            rows.map((r) => ({
+              id: r.id,
+              name: r.name,
+              scopes: r.scopes,
+              tenant: r.tenant,
+              created_at: new Date(r.createdAt).toISOString(),
+              last_used_at: r.lastUsedAt == null ? null : new Date(r.lastUsedAt).toISOString(),
+              revoked_at: r.revokedAt == null ? null : new Date(r.revokedAt).toISOString(),
+            })),
+          ),
+        );
+        return;
+      }
+      if (!rows.length) {
+        console.log(
+          opts.all ? "No keys." : "No active keys. Create one with `proxytorrent keys create --name <name>`.",
+        );
+        return;
+      }
+      const table = [
+        ["ID", "NAME", "SCOPES", "TENANT", "CREATED", "LAST USED", ...(opts.all ? ["REVOKED"] : [])],
+        ...rows.map((r) => [
+          r.id,
+          r.name,
+          r.scopes.join(","),
+          r.tenant,
+          when(r.createdAt),
+          when(r.lastUsedAt),
+          ...(opts.all ? [when(r.revokedAt)] : []),
+        ]),
+      ];
+      const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+      for (const row of table)
+        console.log(
+          row
+            .map((cell, i) => cell.padEnd(widths[i]!))
+            .join("  ")
+            .trimEnd(),
+        );
+    });
+
+  keys
+    .command("revoke")
+    .description("revoke a key at once (every API process sees it on the next request)")
+    .argument("<id>", "the key id shown by `keys list` (or the key itself)")
+    .action(async (arg: string) => {
+      // Accept the whole key too, but never echo it.
+      const id = apiKeyId(arg.trim()) ?? arg.trim();
+      const res = await withDatabase((db) => revokeApiKey(db, id, Date.now()));
+      if (res === "missing") fail(`no key with id ${id}`, 1);
+      console.log(res === "revoked" ? `Revoked key ${id}.` : `Key ${id} was already revoked.`);
+    });
+}

@@ -1,0 +1,101 @@
+/**
+ * What we send to an origin: the caller's headers minus those that are ours to set or that must
+ * not cross to the origin, plus our own defaults.
+ */
+import { FetchError } from "./errors";
+
+/**
+ * Dropped from the caller's headers:
+ * - hop-by-hop headers (RFC 9110 §7.6.1) and anything `proxy-*`: they describe one connection,
+ *   and proxy credentials must never reach an origin;
+ * - `host`, `content-length`, `expect`: framing is ours (Host follows the URL of each hop);
+ * - `accept-encoding`: we decode what we ask for (gzip, deflate, br) and store decoded bytes;
+ * - `authorization`, `cookie`, `x-signature`: the original dropped these (the last one is our
+ *   own API's signature header). A caller's credentials for the origin are therefore NOT
+ *   forwarded; this is kept on purpose, since they would also be replayed to every redirect
+ *   target and stored in the job row.
+ */
+const DROPPED = new Set([
+  "connection",
+  "keep-alive",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "http2-settings",
+  "host",
+  "content-length",
+  "expect",
+  "accept-encoding",
+  "authorization",
+  "cookie",
+  "x-signature",
+]);
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+// Field values: visible ASCII, obs-text, space and tab; CR, LF and NUL would split the request.
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+export const ACCEPT_ENCODING = "gzip, deflate, br";
+
+const REFUSED_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
+
+/** Upper-cased method; CONNECT (tunnels), TRACE/TRACK (reflect headers) are refused. */
+export function normaliseMethod(method: string): string {
+  const m = method.trim().toUpperCase();
+  if (!TOKEN.test(m)) throw new FetchError("bad_request", "The HTTP method is not valid");
+  if (REFUSED_METHODS.has(m)) throw new FetchError("bad_request", `The ${m} method cannot be fetched`);
+  return m;
+}
+
+export function isDroppedHeader(name: string): boolean {
+  const n = name.toLowerCase();
+  return DROPPED.has(n) || n.startsWith("proxy-");
+}
+
+/**
+ * The caller's headers, cleaned; later duplicates (case-insensitive) replace earlier ones.
+ * Throws FetchError('bad_request') on a header that could smuggle a second request.
+ */
+export function callerHeaders(headers: Record<string, string>): Record<string, string> {
+  const out = new Map<string, [string, string]>();
+  for (const [name, value] of Object.entries(headers)) {
+    if (!TOKEN.test(name)) throw new FetchError("bad_request", "A request header name is not valid");
+    const v = String(value).trim();
+    if (!FIELD_VALUE.test(v))
+      throw new FetchError("bad_request", `The value of the ${name} header contains forbidden characters`);
+    if (isDroppedHeader(name)) continue;
+    out.set(name.toLowerCase(), [name, v]);
+  }
+  return Object.fromEntries(out.values());
+}
+
+export function hasHeader(headers: Record<string, string>, name: string): boolean {
+  const n = name.toLowerCase();
+  return Object.keys(headers).some((k) => k.toLowerCase() === n);
+}
+
+export function withoutHeaders(
+  headers: Record<string, string>,
+  names: readonly string[],
+): Record<string, string> {
+  const drop = new Set(names.map((n) => n.toLowerCase()));
+  return Object.fromEntries(Object.entries(headers).filter(([k]) => !drop.has(k.toLowerCase())));
+}
+
+/** Headers for one request on the wire: cleaned caller headers plus ours. */
+export function requestHeaders(
+  base: Record<string, string>,
+  opts: { host: string; userAgent: string; bodyLength: number | null; extra?: Record<string, string> },
+): Record<string, string> {
+  const h: Record<string, string> = { Host: opts.host };
+  if (!hasHeader(base, "user-agent")) h["User-Agent"] = opts.userAgent;
+  if (!hasHeader(base, "accept")) h.Accept = "*/*";
+  Object.assign(h, base);
+  h["Accept-Encoding"] = ACCEPT_ENCODING;
+  // One request per connection: simpler abort semantics and no half-read keep-alive sockets.
+  h.Connection = "close";
+  if (opts.bodyLength !== null) h["Content-Length"] = String(opts.bodyLength);
+  if (opts.extra) Object.assign(h, opts.extra);
+  return h;
+}

@@ -1,0 +1,104 @@
+/**
+ * Prometheus metrics for a Bun process (embedded service, API alone, or node), with prom-client:
+ * the de-facto Node client, well kept, text exposition format, default process metrics included.
+ * Each process has its own registry (no global state shared between tests).
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+
+/** Live values read at scrape time. */
+export interface MetricSources {
+  queueDepth?: () => Promise<number>;
+  torrentsSeeding?: () => number;
+  /** Bytes uploaded to BitTorrent peers since the process started (monotonic). */
+  peerUploadBytes?: () => number;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  sources: MetricSources = {};
+  private peerUploadSeen = 0;
+
+  readonly requestsTotal = new Counter({
+    name: "proxytorrent_requests_total",
+    help: "Jobs reaching a final state on this node, by status (ready, error, cancelled)",
+    labelNames: ["status"] as const,
+    registers: [this.registry],
+  });
+  readonly requestsCreated = new Counter({
+    name: "proxytorrent_requests_created_total",
+    help: "Requests accepted by this API, by how they were satisfied (fetch, inflight, cache)",
+    labelNames: ["source"] as const,
+    registers: [this.registry],
+  });
+  readonly leaseExpired = new Counter({
+    name: "proxytorrent_lease_expired_total",
+    help: "Jobs this node claimed after another node's lease expired, plus leases this node lost",
+    registers: [this.registry],
+  });
+  readonly fetchBytes = new Counter({
+    name: "proxytorrent_fetch_bytes_total",
+    help: "Body bytes fetched from origins and stored",
+    registers: [this.registry],
+  });
+  readonly fetchDuration = new Histogram({
+    name: "proxytorrent_fetch_duration_seconds",
+    help: "Time to fetch and store one body",
+    labelNames: ["outcome"] as const,
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [this.registry],
+  });
+  readonly uploadBytes: Counter<"via">;
+  readonly webhookDeliveries = new Counter({
+    name: "proxytorrent_webhook_deliveries_total",
+    help: "Webhook delivery attempts by outcome",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly httpDuration = new Histogram({
+    name: "proxytorrent_http_request_duration_seconds",
+    help: "HTTP requests served, by route pattern and status",
+    labelNames: ["route", "method", "status"] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+
+  constructor() {
+    const self = this;
+    this.uploadBytes = new Counter({
+      name: "proxytorrent_upload_bytes_total",
+      help: "Bytes uploaded to BitTorrent peers (via=peer) and web-seed clients (via=webseed)",
+      labelNames: ["via"] as const,
+      registers: [this.registry],
+      collect() {
+        const total = self.sources.peerUploadBytes?.();
+        if (total !== undefined && total > self.peerUploadSeen) {
+          this.inc({ via: "peer" }, total - self.peerUploadSeen);
+          self.peerUploadSeen = total;
+        }
+      },
+    });
+    new Gauge({
+      name: "proxytorrent_queue_depth",
+      help: "Jobs waiting to be claimed (all nodes)",
+      registers: [this.registry],
+      async collect() {
+        if (self.sources.queueDepth) this.set(await self.sources.queueDepth());
+      },
+    });
+    new Gauge({
+      name: "proxytorrent_torrents_seeding",
+      help: "Torrents this node seeds",
+      registers: [this.registry],
+      collect() {
+        if (self.sources.torrentsSeeding) this.set(self.sources.torrentsSeeding());
+      },
+    });
+    collectDefaultMetrics({ register: this.registry, prefix: "proxytorrent_process_" });
+  }
+
+  async response(): Promise<Response> {
+    return new Response(await this.registry.metrics(), {
+      headers: { "content-type": this.registry.contentType },
+    });
+  }
+}

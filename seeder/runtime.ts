@@ -1,0 +1,312 @@
+/**
+ * Wiring for the Bun processes: the embedded service (API + node in one process, the default),
+ * the API alone, and a node alone. Each is a function that returns a handle with `stop()`.
+ */
+import type { Server } from "bun";
+import { createApp } from "../src/api/app";
+import { hasActiveApiKeys } from "../src/auth/keys";
+import { type Clock, systemClock } from "../src/clock";
+import type { Config } from "../src/config";
+import type { Database } from "../src/db";
+import { queueDepth } from "../src/jobs/queue";
+import { createLogger, type Logger } from "../src/log";
+import { liveNodesCheck } from "../src/nodes/registry";
+import { ContentStore } from "./cas";
+import { openDatabase, runMigrations } from "./db";
+import { createFetcher } from "./fetcher";
+import { Metrics } from "./metrics";
+import { SeederNode } from "./node";
+import { Swarm } from "./swarm/swarm";
+import { createTracker } from "./swarm/tracker";
+import { startWebhookDelivery } from "./webhooks";
+
+export interface Running {
+  config: Config;
+  db: Database;
+  node?: SeederNode;
+  servers: Server<unknown>[];
+  stop(): Promise<void>;
+}
+
+export function makeLogger(config: Config): Logger {
+  return createLogger({ level: config.monitoring.logLevel, json: config.monitoring.jsonLogs });
+}
+
+async function warnAboutDefaults(
+  config: Config,
+  db: Database,
+  log: Logger,
+  role: "embedded" | "api" | "seeder",
+) {
+  const sec = config.security;
+  if (role !== "seeder" && !sec.authEnabled)
+    log.warn(
+      "AUTHENTICATION IS DISABLED (SECURITY__AUTH_ENABLED=false): anyone who can reach this port can use it",
+    );
+  if (
+    role !== "seeder" &&
+    sec.authEnabled &&
+    sec.bearerTokens.length === 0 &&
+    !sec.jwt &&
+    !(await hasActiveApiKeys(db))
+  )
+    log.warn(
+      "auth is on and no API key exists yet: run `npx proxytorrent keys create --name me` to make one (it prints the key once; send it as `Authorization: Bearer <key>`). See README, 'Authentication'.",
+    );
+  if (role !== "seeder" && sec.jwt)
+    log.info("accepting JWTs", {
+      issuer: sec.jwt.issuer,
+      audience: sec.jwt.audience,
+      algorithms: sec.jwt.algorithms,
+      keys: sec.jwt.jwksUrl ?? "SECURITY__JWT_SECRET",
+    });
+  if (config.security.legacyBodyHmac)
+    log.warn("SECURITY__LEGACY_BODY_HMAC=true: accepting the original's replayable body-only signatures");
+  if (role !== "api") {
+    if (config.proxy)
+      log.info("fetching through proxy", {
+        type: config.proxy.type,
+        host: config.proxy.host,
+        port: config.proxy.port,
+      });
+    else log.warn("no proxy configured: fetches leave directly from this machine (set PROXY__PROXY_URL)");
+    if (config.egress.allowPrivateNetworks)
+      log.warn("EGRESS__ALLOW_PRIVATE_NETWORKS=true: fetches may reach loopback and private networks");
+  }
+}
+
+function buildMetrics(config: Config, db: Database): Metrics | null {
+  if (!config.monitoring.metricsEnabled) return null;
+  const m = new Metrics();
+  m.sources.queueDepth = async () => (await queueDepth(db)).queued;
+  return m;
+}
+
+function httpObserver(metrics: Metrics | null) {
+  return metrics
+    ? (i: { route: string; method: string; status: number; seconds: number }) =>
+        metrics.httpDuration.observe(
+          { route: i.route, method: i.method, status: String(i.status) },
+          i.seconds,
+        )
+    : undefined;
+}
+
+function buildNode(
+  config: Config,
+  db: Database,
+  clock: Clock,
+  log: Logger,
+  metrics: Metrics | null,
+): SeederNode {
+  const store = new ContentStore(config.storage.basePath);
+  let node: SeederNode | null = null;
+  const tracker = createTracker({ isAllowed: (infohash) => node?.isSeeding(infohash) ?? false });
+  const swarm = new Swarm(config);
+  const fetcher = createFetcher({ config, store });
+  node = new SeederNode({
+    config,
+    db,
+    clock,
+    log,
+    store,
+    fetcher,
+    swarm,
+    tracker,
+    metrics: metrics ?? undefined,
+  });
+  if (metrics) {
+    metrics.sources.torrentsSeeding = () => node.seedingCount();
+    metrics.sources.peerUploadBytes = () => swarm.stats().uploaded;
+  }
+  return node;
+}
+
+function clientAddress(server: Server<unknown>, req: Request): string {
+  return server.requestIP(req)?.address ?? "unknown";
+}
+
+export async function startEmbedded(
+  config: Config,
+  opts: { log?: Logger; clock?: Clock } = {},
+): Promise<Running> {
+  const log = opts.log ?? makeLogger(config);
+  const clock = opts.clock ?? systemClock;
+  const { client, db } = await openDatabase(config);
+  await runMigrations(db);
+  await warnAboutDefaults(config, db, log, "embedded");
+  const metrics = buildMetrics(config, db);
+  const node = buildNode(config, db, clock, log, metrics);
+  await node.start();
+  const webhooks = startWebhookDelivery(config, db, clock, log, metrics);
+  let server: Server<unknown> | null = null;
+  const app = createApp({
+    db,
+    config,
+    clock,
+    log,
+    runtime: "bun",
+    startedAt: clock.now(),
+    clientIp: (req) => (server ? clientAddress(server, req) : null),
+    healthChecks: [...nodeHealthChecks(node), liveNodesCheck(db, clock)],
+    onRequestCreated: (source) => {
+      metrics?.requestsCreated.inc({ source });
+      if (source === "fetch") node.wake();
+    },
+    onResponse: httpObserver(metrics),
+  });
+  const shared = !config.node.httpPort || config.node.httpPort === config.port;
+  server = Bun.serve({
+    hostname: config.host,
+    port: config.port,
+    idleTimeout: 120,
+    async fetch(req, srv) {
+      if (metrics && new URL(req.url).pathname === "/metrics") return metrics.response();
+      if (shared) {
+        const res = await node.handleHttp(req, clientAddress(srv, req));
+        if (res) return res;
+      }
+      return app.fetch(req);
+    },
+  });
+  const servers: Server<unknown>[] = [server];
+  if (!shared) servers.push(serveNodeHttp(config, node, metrics));
+  log.info("ProxyTorrent is listening", {
+    api: `http://${config.host}:${server.port}`,
+    docs: `http://${config.host}:${server.port}/docs`,
+    database: redactDbUrl(config.database.url),
+    storage: config.storage.basePath,
+  });
+  return {
+    config,
+    db,
+    node,
+    servers,
+    async stop() {
+      for (const s of servers) s.stop(true);
+      await webhooks.stop();
+      await node.stop();
+      client.close();
+    },
+  };
+}
+
+export async function startApi(config: Config, opts: { log?: Logger } = {}): Promise<Running> {
+  const log = opts.log ?? makeLogger(config);
+  const { client, db } = await openDatabase(config);
+  await runMigrations(db);
+  await warnAboutDefaults(config, db, log, "api");
+  const metrics = buildMetrics(config, db);
+  let server: Server<unknown> | null = null;
+  const app = createApp({
+    db,
+    config,
+    clock: systemClock,
+    log,
+    runtime: "bun",
+    startedAt: Date.now(),
+    clientIp: (req) => (server ? clientAddress(server, req) : null),
+    healthChecks: [liveNodesCheck(db, systemClock)],
+    onRequestCreated: (source) => metrics?.requestsCreated.inc({ source }),
+    onResponse: httpObserver(metrics),
+  });
+  server = Bun.serve({
+    hostname: config.host,
+    port: config.port,
+    fetch: (req) =>
+      metrics && new URL(req.url).pathname === "/metrics" ? metrics.response() : app.fetch(req),
+  });
+  log.info("ProxyTorrent API is listening", { api: `http://${config.host}:${server.port}` });
+  return {
+    config,
+    db,
+    servers: [server],
+    async stop() {
+      server?.stop(true);
+      client.close();
+    },
+  };
+}
+
+export async function startSeeder(config: Config, opts: { log?: Logger } = {}): Promise<Running> {
+  const log = opts.log ?? makeLogger(config);
+  const { client, db } = await openDatabase(config);
+  await runMigrations(db);
+  await warnAboutDefaults(config, db, log, "seeder");
+  const metrics = buildMetrics(config, db);
+  const node = buildNode(config, db, systemClock, log, metrics);
+  await node.start();
+  const webhooks = startWebhookDelivery(config, db, systemClock, log, metrics);
+  const server = serveNodeHttp(config, node, metrics);
+  log.info("ProxyTorrent node is listening", {
+    node: config.node.name,
+    http: `http://${config.host}:${server.port}`,
+  });
+  return {
+    config,
+    db,
+    node,
+    servers: [server],
+    async stop() {
+      server.stop(true);
+      await webhooks.stop();
+      await node.stop();
+      client.close();
+    },
+  };
+}
+
+function serveNodeHttp(config: Config, node: SeederNode, metrics: Metrics | null): Server<unknown> {
+  return Bun.serve({
+    hostname: config.host,
+    port: config.node.httpPort ?? config.port,
+    idleTimeout: 120,
+    async fetch(req, srv) {
+      if (metrics && new URL(req.url).pathname === "/metrics") return metrics.response();
+      return (
+        (await node.handleHttp(req, clientAddress(srv, req))) ?? new Response("Not Found\n", { status: 404 })
+      );
+    },
+  });
+}
+
+function nodeHealthChecks(node: SeederNode) {
+  return [
+    {
+      name: "storage",
+      async check() {
+        const probe = await node.storageProbe();
+        return probe.ok ? { status: "healthy" } : { status: "unhealthy", error: probe.error };
+      },
+    },
+    {
+      name: "seeding",
+      async check() {
+        return { status: "healthy", torrents: node.seedingCount(), active_jobs: node.activeJobs() };
+      },
+    },
+  ];
+}
+
+export function redactDbUrl(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, "//***@").replace(/([?&]authToken=)[^&]*/i, "$1***");
+}
+
+/** SIGINT/SIGTERM: stop accepting, hand leases back, stop seeding, close the database. */
+export function stopOnSignals(running: Running, log: Logger): void {
+  let stopping = false;
+  const handler = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("shutting down", { signal: sig });
+    running
+      .stop()
+      .then(() => process.exit(0))
+      .catch((e) => {
+        log.error("shutdown failed", { err: String(e) });
+        process.exit(1);
+      });
+  };
+  process.on("SIGINT", () => handler("SIGINT"));
+  process.on("SIGTERM", () => handler("SIGTERM"));
+}

@@ -1,0 +1,264 @@
+/**
+ * A read-only abstract-chunk-store that serves a torrent's pieces straight from one CAS blob.
+ *
+ * Why a custom store: webtorrent's default fs store lays files out as <path>/<torrent name>, so
+ * seeding a blob named by its sha256 under a human torrent name makes every block read fail
+ * silently. This store ignores names and reads the blob by offset, so any torrent name works and a
+ * restarted node can re-seed with `skipVerify` without re-hashing anything.
+ *
+ * Why it looks like this (throughput): webtorrent asks for 16 KiB blocks
+ * (`get(index, {offset, length})`). Each miss reads the WHOLE piece with one pread into one fresh
+ * buffer, keeps it in a small per-store cache, and answers every block of that piece with a view
+ * (`subarray`) into it: one kernel copy per piece, no user-space copies. Views are safe because a
+ * buffer is never reused or written after the read; the GC frees it once the cache and the socket
+ * writes drop it. Pass `storeCacheSlots: 0` to webtorrent so its own CacheChunkStore (which would
+ * add an LRU on top) stays out of the way.
+ *
+ * How webtorrent builds it (lib/torrent.js `_onMetadata`):
+ *   new Store(pieceLength, { ...storeOpts, torrent, path, files, length, name, addUID, rootDir, max })
+ * `path` is overwritten by webtorrent, so the blob location travels as `storeOpts.blobPath`.
+ * Construction must not throw (it runs inside an un-awaited async function); failures to open the
+ * blob are reported on the first read instead.
+ */
+import { close as fsClose, open as fsOpen, read as fsRead } from "node:fs";
+
+type Callback<T = void> = (err: Error | null, value?: T) => void;
+
+export interface CasBlobStoreOptions {
+  /** The CAS blob holding the torrent's single file, byte for byte. */
+  blobPath: string;
+  /** Torrent length in bytes (webtorrent passes this). */
+  length: number;
+  /** Upper bound for cached piece bytes; at least two pieces are kept whatever this says. */
+  cacheBytes?: number;
+  /** Drop cached pieces after this long without reads, so idle torrents hold no memory. */
+  cacheIdleMs?: number;
+}
+
+const DEFAULT_CACHE_BYTES = 16 * 1024 * 1024;
+const DEFAULT_CACHE_IDLE_MS = 5_000;
+
+export class CasBlobStore {
+  readonly chunkLength: number;
+  readonly length: number;
+  private readonly blobPath: string;
+  private readonly lastIndex: number;
+  private readonly lastLength: number;
+  private readonly maxCached: number;
+  private readonly idleMs: number;
+
+  private fd: number | null = null;
+  private opening: Callback<number>[] | null = null;
+  private closed = false;
+
+  /** Whole pieces by index, in least-recently-used order (Map keeps insertion order). */
+  private readonly cache = new Map<number, Buffer>();
+  /** Reads in flight, so concurrent block requests for one piece share one pread. */
+  private readonly pending = new Map<number, Callback<Buffer>[]>();
+  private lastUse = 0;
+  private idleTimer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(chunkLength: number, opts: CasBlobStoreOptions) {
+    this.chunkLength = Number(chunkLength);
+    this.length = Number(opts?.length);
+    this.blobPath = String(opts?.blobPath ?? "");
+    this.lastIndex = Math.max(0, Math.ceil(this.length / this.chunkLength) - 1);
+    this.lastLength = this.length - this.lastIndex * this.chunkLength;
+    const budget = opts?.cacheBytes ?? DEFAULT_CACHE_BYTES;
+    this.maxCached = Math.max(2, Math.floor(budget / this.chunkLength));
+    this.idleMs = opts?.cacheIdleMs ?? DEFAULT_CACHE_IDLE_MS;
+  }
+
+  /** Length of piece `index` (the last one is usually shorter). */
+  pieceLength(index: number): number {
+    return index === this.lastIndex ? this.lastLength : this.chunkLength;
+  }
+
+  get(
+    index: number,
+    opts: { offset?: number; length?: number } | null | Callback<Buffer>,
+    cb?: Callback<Buffer>,
+  ): void {
+    if (typeof opts === "function") {
+      this.get(index, null, opts);
+      return;
+    }
+    const done = cb ?? (() => {});
+    if (this.closed) {
+      fail(done, new Error("store is closed"));
+      return;
+    }
+    if (!Number.isInteger(index) || index < 0 || index > this.lastIndex || !(this.length > 0)) {
+      fail(done, new Error(`piece ${index} out of range`));
+      return;
+    }
+    const pieceLen = this.pieceLength(index);
+    const offset = opts?.offset ?? 0;
+    const length = opts?.length ?? pieceLen - offset;
+    if (offset < 0 || length < 0 || offset + length > pieceLen) {
+      fail(done, new Error(`bad range ${offset}+${length} in piece ${index} of ${pieceLen}`));
+      return;
+    }
+    this.lastUse = performance.now();
+    this.piece(index, (err, buf) => {
+      if (err || !buf) return done(err ?? new Error("no data"));
+      done(null, offset === 0 && length === buf.length ? buf : buf.subarray(offset, offset + length));
+    });
+  }
+
+  put(index: number, _buf: Uint8Array, cb?: Callback): void {
+    // We only ever seed complete blobs; a write means webtorrent thinks a piece is missing.
+    fail(cb ?? (() => {}), new Error(`read-only store: refusing to write piece ${index}`));
+  }
+
+  close(cb?: Callback): void {
+    this.shutdown(cb ?? (() => {}));
+  }
+
+  /** Same as close: destroying a torrent must never delete the CAS blob, which other torrents may share. */
+  destroy(cb?: Callback): void {
+    this.shutdown(cb ?? (() => {}));
+  }
+
+  private shutdown(cb: Callback): void {
+    if (this.closed) {
+      queueMicrotask(() => cb(null));
+      return;
+    }
+    this.closed = true;
+    this.dropCache();
+    const err = new Error("store is closed");
+    for (const waiters of this.pending.values()) for (const w of waiters) w(err);
+    this.pending.clear();
+    const fd = this.fd;
+    this.fd = null;
+    if (fd === null) {
+      queueMicrotask(() => cb(null));
+      return;
+    }
+    fsClose(fd, (e) => cb(e ?? null));
+  }
+
+  /** The whole piece, from the cache or one read. */
+  private piece(index: number, cb: Callback<Buffer>): void {
+    const hit = this.cache.get(index);
+    if (hit) {
+      // Move to the most-recently-used end.
+      this.cache.delete(index);
+      this.cache.set(index, hit);
+      queueMicrotask(() => cb(null, hit));
+      return;
+    }
+    const waiting = this.pending.get(index);
+    if (waiting) {
+      waiting.push(cb);
+      return;
+    }
+    const waiters: Callback<Buffer>[] = [cb];
+    this.pending.set(index, waiters);
+    this.withFd((err, fd) => {
+      if (err || fd === undefined) {
+        this.settle(index, err ?? new Error("no file"));
+        return;
+      }
+      const len = this.pieceLength(index);
+      const buf = Buffer.allocUnsafe(len);
+      readFully(fd, buf, index * this.chunkLength, (rerr) => {
+        if (rerr) {
+          this.settle(index, rerr);
+          return;
+        }
+        if (!this.closed) this.remember(index, buf);
+        this.settle(index, null, buf);
+      });
+    });
+  }
+
+  private settle(index: number, err: Error | null, buf?: Buffer): void {
+    const waiters = this.pending.get(index);
+    if (!waiters) return;
+    this.pending.delete(index);
+    for (const w of waiters) w(err, buf);
+  }
+
+  private remember(index: number, buf: Buffer): void {
+    this.cache.set(index, buf);
+    while (this.cache.size > this.maxCached) {
+      const oldest = this.cache.keys().next().value as number;
+      this.cache.delete(oldest);
+    }
+    this.armIdleTimer();
+  }
+
+  /** One timer per store, only while it holds cached pieces. */
+  private armIdleTimer(): void {
+    if (this.idleTimer) return;
+    const check = () => {
+      this.idleTimer = null;
+      if (this.closed || this.cache.size === 0) return;
+      const idle = performance.now() - this.lastUse;
+      if (idle >= this.idleMs) this.cache.clear();
+      else {
+        this.idleTimer = setTimeout(check, this.idleMs - idle + 1);
+        this.idleTimer.unref?.();
+      }
+    };
+    this.idleTimer = setTimeout(check, this.idleMs);
+    this.idleTimer.unref?.();
+  }
+
+  private dropCache(): void {
+    this.cache.clear();
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+  }
+
+  /** Open the blob once, on first use, and share the descriptor between all reads. */
+  private withFd(cb: Callback<number>): void {
+    if (this.fd !== null) {
+      cb(null, this.fd);
+      return;
+    }
+    if (this.opening) {
+      this.opening.push(cb);
+      return;
+    }
+    this.opening = [cb];
+    fsOpen(this.blobPath, "r", (err, fd) => {
+      const waiters = this.opening ?? [];
+      this.opening = null;
+      if (!err && this.closed) {
+        fsClose(fd, () => {});
+        for (const w of waiters) w(new Error("store is closed"));
+        return;
+      }
+      if (!err) this.fd = fd;
+      for (const w of waiters) w(err ?? null, err ? undefined : fd);
+    });
+  }
+}
+
+/** pread until `buf` is full; a short file is an error (the blob is not what the torrent says). */
+function readFully(fd: number, buf: Buffer, position: number, cb: (err: Error | null) => void): void {
+  let done = 0;
+  const step = () => {
+    fsRead(fd, buf, done, buf.length - done, position + done, (err, n) => {
+      if (err) {
+        cb(err);
+        return;
+      }
+      if (n === 0) {
+        cb(new Error(`blob is shorter than the torrent (EOF at ${position + done})`));
+        return;
+      }
+      done += n;
+      if (done < buf.length) step();
+      else cb(null);
+    });
+  };
+  step();
+}
+
+function fail<T>(cb: Callback<T>, err: Error): void {
+  queueMicrotask(() => cb(err));
+}

@@ -1,0 +1,187 @@
+/**
+ * HTTP BitTorrent tracker (announce + scrape) as a fetch-style handler, so the node's `Bun.serve`
+ * can mount it next to the API and the web seed. It reuses bittorrent-tracker's Server for request
+ * parsing, swarm bookkeeping and bencoded/compact replies, with every listener of its own switched
+ * off (no http/udp/ws servers, no stats page): we only call its request entry point.
+ *
+ * Two deliberate differences from stock bittorrent-tracker:
+ *  - Private: only infohashes the caller allows are answered (our own torrents). Everything else,
+ *    and a scrape of "all torrents", gets a failure reason.
+ *  - A peer is never handed its own address. Stock bittorrent-tracker filters self only for
+ *    WebRTC peers (lib/server/swarm.js `_getPeers`), so an HTTP announcer gets itself back.
+ *    libtorrent keeps one peer entry per IP by default: on loopback (or any shared IP) the echoed
+ *    entry overwrites the seeder's port with the leecher's own, the leecher dials itself, sees its
+ *    own peer id and bans the IP, real seeder included. Result: "sometimes libtorrent gets no data".
+ */
+import { parse as parseQuery } from "node:querystring";
+import Server, { type AnnounceParams, type SwarmPeer } from "bittorrent-tracker/server";
+import { bencode } from "./bencode";
+
+export interface TrackerOptions {
+  /** Is this infohash (lowercase hex) ours to track? Called on every request, keep it cheap. */
+  isAllowed: (infohashHex: string) => boolean;
+  /** Re-announce interval we ask clients for, in seconds (default 300). */
+  intervalSeconds?: number;
+}
+
+export interface Tracker {
+  /** Answer `.../announce` and `.../scrape` (matched on the last path segment); 404 otherwise. */
+  handle(req: Request, remoteAddress: string): Promise<Response>;
+  close(): Promise<void>;
+}
+
+const TEXT_HEADERS = { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" };
+
+function failure(reason: string, status = 200): Response {
+  // Trackers report errors in-band: clients read `failure reason` from a 200 reply.
+  return new Response(bencode({ "failure reason": reason }), { status, headers: TEXT_HEADERS });
+}
+
+/**
+ * bittorrent-tracker's swarm, minus the self-echo. Same event handling as the original
+ * `announce()` (which we cannot hook into: it picks peers with the announcer's peer id only), but
+ * peers are chosen by `peersFor`, which skips the announcer by peer id AND by ip:port.
+ */
+class NoSelfSwarm extends Server.Swarm {
+  override announce(params: AnnounceParams, cb?: (err: Error | null, res?: unknown) => void): void {
+    const id = params.type === "ws" ? params.peer_id : params.addr;
+    const peer = this.peers.get(id);
+    switch (params.event) {
+      case "started":
+        this._onAnnounceStarted(params, peer, id);
+        break;
+      case "stopped":
+        this._onAnnounceStopped(params, peer, id);
+        if (!cb) return;
+        break;
+      case "completed":
+        this._onAnnounceCompleted(params, peer, id);
+        break;
+      case "update":
+        this._onAnnounceUpdate(params, peer, id);
+        break;
+      case "paused":
+        this._onAnnouncePaused(params, peer, id);
+        break;
+      default:
+        cb?.(new Error("invalid event"));
+        return;
+    }
+    cb?.(null, { complete: this.complete, incomplete: this.incomplete, peers: this.peersFor(params) });
+  }
+
+  private peersFor(params: AnnounceParams): SwarmPeer[] {
+    const out: SwarmPeer[] = [];
+    // Random order like the original, so big swarms spread load.
+    const keys = [...this.peers.keys];
+    for (let i = keys.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [keys[i], keys[j]] = [keys[j]!, keys[i]!];
+    }
+    for (const key of keys) {
+      if (out.length >= params.numwant) break;
+      const p = this.peers.peek(key); // peek: do not refresh other peers' LRU age
+      if (!p || p.type === "ws") continue;
+      if (p.peerId === params.peer_id) continue;
+      if (p.ip === params.ip && p.port === params.port) continue;
+      out.push(p);
+    }
+    return out;
+  }
+}
+
+function lastSegment(pathname: string): string {
+  const i = pathname.lastIndexOf("/");
+  return pathname.slice(i + 1);
+}
+
+/** Binary `info_hash` values (latin1 strings after unescape) as lowercase hex. */
+function infohashesIn(search: string): string[] | null {
+  // Same decoding as bittorrent-tracker (lib/common-node.js): `unescape`, not decodeURIComponent,
+  // because info_hash is raw binary, percent-encoded byte by byte, and rarely valid UTF-8.
+  const raw = parseQuery(search, "&", "=", { decodeURIComponent: unescape })["info_hash"];
+  const list = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
+  const out: string[] = [];
+  for (const s of list) {
+    if (s.length !== 20) return null;
+    out.push(Buffer.from(s, "latin1").toString("hex"));
+  }
+  return out;
+}
+
+export function createTracker(opts: TrackerOptions): Tracker {
+  const intervalMs = (opts.intervalSeconds ?? 300) * 1000;
+  const server = new Server({
+    http: false,
+    udp: false,
+    ws: false,
+    stats: false,
+    interval: intervalMs,
+    // Second line of defence; handle() already refused disallowed infohashes.
+    filter: (infoHash, _params, cb) => cb(opts.isAllowed(infoHash) ? null : new Error("unknown torrent")),
+  });
+  // The server emits 'warning' for every client mistake; they are not our errors.
+  server.on("warning", () => {});
+  server.on("error", () => {});
+  // Per-instance override (not the shared static Server.Swarm), so other users of the package are
+  // unaffected.
+  server.createSwarm = (infoHash, cb) => {
+    const swarm = new NoSelfSwarm(infoHash, server);
+    server.torrents[infoHash] = swarm;
+    queueMicrotask(() => cb(null, swarm));
+  };
+  let closed = false;
+
+  function forgetDisallowed(hashes: string[]): void {
+    // A torrent we stopped seeding: drop its peer list instead of keeping it forever.
+    for (const h of hashes) delete server.torrents[h];
+  }
+
+  async function handle(req: Request, remoteAddress: string): Promise<Response> {
+    if (closed) return failure("tracker is shutting down", 503);
+    if (req.method !== "GET")
+      return new Response("method not allowed", { status: 405, headers: TEXT_HEADERS });
+    const url = new URL(req.url);
+    const action = lastSegment(url.pathname);
+    if (action !== "announce" && action !== "scrape") {
+      return new Response("not found", { status: 404, headers: TEXT_HEADERS });
+    }
+    const hashes = infohashesIn(url.search.slice(1));
+    if (hashes === null) return failure("invalid info_hash");
+    if (hashes.length === 0) {
+      // An announce needs one; a bare scrape would list every torrent we track: private, refuse.
+      return failure(action === "scrape" ? "scrape needs info_hash" : "invalid info_hash");
+    }
+    const refused = hashes.filter((h) => !opts.isAllowed(h));
+    if (refused.length) {
+      forgetDisallowed(refused);
+      return failure("unknown torrent");
+    }
+
+    const body = await new Promise<Uint8Array<ArrayBuffer> | string>((resolve) => {
+      // Just the parts of node's IncomingMessage/ServerResponse that onHttpRequest and
+      // lib/server/parse-http.js touch.
+      const fakeReq = {
+        url: `/${action}${url.search}`,
+        headers: Object.fromEntries(req.headers),
+        connection: { remoteAddress },
+        socket: { remoteAddress },
+      };
+      const fakeRes = {
+        end: (b?: Uint8Array | string) =>
+          resolve(typeof b === "string" || !b ? (b ?? "") : new Uint8Array(b)),
+      };
+      server.onHttpRequest(fakeReq, fakeRes, { action, trustProxy: false });
+    });
+    return new Response(body, { status: 200, headers: TEXT_HEADERS });
+  }
+
+  async function close(): Promise<void> {
+    if (closed) return;
+    closed = true;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    server.torrents = {};
+  }
+
+  return { handle, close };
+}

@@ -1,0 +1,55 @@
+/**
+ * A shorter socket <-> wire path for webtorrent peers when no rate limit is set.
+ *
+ * webtorrent (lib/peer.js `setThrottlePipes`) pipes every peer as
+ *   socket -> throttle(down) -> counter -> wire -> throttle(up) -> counter -> socket
+ * with four streamx Transforms that do nothing when limits are off except pass each chunk along
+ * (a piece message is two chunks: 13-byte header + block) and count bytes. At hundreds of MB/s that
+ * bookkeeping is a large share of the seeder's CPU. Here, for clients registered with
+ * `installFastPipes`, peers are wired directly (socket.pipe(wire).pipe(socket)) and the byte
+ * counters come from the wire's own 'upload'/'download' events (payload bytes of piece messages).
+ *
+ * Teardown is unchanged: Peer.onConnect already destroys the peer (socket and wire) on 'end',
+ * 'close', 'finish' or 'error' of either side, which is all pipeline() added there.
+ *
+ * The patch is on the shared Peer prototype (webtorrent has no hook for it), installed once, and
+ * falls back to the original method for any client not registered here (e.g. one with limits).
+ */
+import Peer from "webtorrent/lib/peer.js";
+
+interface Pipeable {
+  pipe<T>(dest: T): T;
+}
+interface PeerLike {
+  conn: Pipeable | null;
+  wire: (Pipeable & { on(ev: string, fn: (n: number) => void): void }) | null;
+  throttleGroups: object;
+  destroyed: boolean;
+  emit(ev: string, n: number): boolean;
+}
+
+const fastGroups = new WeakSet<object>();
+let installed = false;
+
+export function installFastPipes(client: { throttleGroups: object }): void {
+  fastGroups.add(client.throttleGroups);
+  if (installed) return;
+  installed = true;
+  const proto = (Peer as unknown as { prototype: { setThrottlePipes(this: PeerLike): void } }).prototype;
+  const original = proto.setThrottlePipes;
+  proto.setThrottlePipes = function setThrottlePipes(this: PeerLike): void {
+    const conn = this.conn;
+    const wire = this.wire;
+    if (!fastGroups.has(this.throttleGroups) || !conn || !wire) {
+      original.call(this);
+      return;
+    }
+    wire.on("upload", (n) => {
+      if (!this.destroyed) this.emit("upload", n);
+    });
+    wire.on("download", (n) => {
+      if (!this.destroyed) this.emit("download", n);
+    });
+    conn.pipe(wire).pipe(conn);
+  };
+}

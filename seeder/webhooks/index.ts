@@ -1,0 +1,28 @@
+/** Webhook delivery on a node: started next to the job loop by seeder/runtime.ts. */
+import type { Clock } from "../../src/clock";
+import type { Config } from "../../src/config";
+import type { Database } from "../../src/db";
+import type { Logger } from "../../src/log";
+import type { Metrics } from "../metrics";
+import { WebhookDeliverer } from "./deliverer";
+
+export { deliveryLeaseMs, WebhookDeliverer } from "./deliverer";
+export { createSender, type Sender, type SendResult } from "./send";
+
+export function startWebhookDelivery(
+  config: Config,
+  db: Database,
+  clock: Clock,
+  log: Logger,
+  metrics: Metrics | null,
+): WebhookDeliverer {
+  const d = new WebhookDeliverer({
+    config,
+    db,
+    clock,
+    log: log.child({ component: "webhooks" }),
+    metrics: metrics ?? undefined,
+  });
+  d.start();
+  return d;
+}

@@ -1,0 +1,258 @@
+/**
+ * /v1/requests: create, status, .torrent, magnet, cancel. Wire-compatible with the original
+ * ProxyTorrent (status codes, field names, `{"detail": …}` errors), plus ownership: a caller sees
+ * only its own requests (another caller's id is 404, as if it did not exist).
+ */
+import { Hono } from "hono";
+import { describeRoute, resolver, validator } from "hono-openapi";
+import type * as v from "valibot";
+import { iso } from "../../clock";
+import {
+  cancelRequest,
+  createRequest,
+  getRequest,
+  getTorrent,
+  type RequestView,
+} from "../../requests/service";
+import { webhookEgressPolicy, webhookUrlRefusal } from "../../webhooks/destination";
+import { deliveriesForRequest } from "../../webhooks/outbox";
+import { deliveryListResponse } from "../../webhooks/schemas";
+import type { AppDeps, AppEnv } from "../app";
+import { ApiError, notFound } from "../errors";
+import { auth, type Principal, requireScope } from "../middleware/auth";
+import { rateLimitCreates } from "../middleware/rate-limit";
+import {
+  createRequestResponse,
+  createRequestSchema,
+  errorResponse,
+  magnetResponse,
+  requestStatusResponse,
+} from "../schemas";
+import { deliveryBody, fieldError } from "./webhooks";
+
+const json = (schema: v.GenericSchema) => ({ "application/json": { schema: resolver(schema) } });
+const err = (description: string) => ({ description, content: json(errorResponse) });
+
+/** Valibot issues → the original's 422 body: `{"detail":[{"type","loc","msg","input"}]}`. */
+function validationDetail(issues: readonly v.BaseIssue<unknown>[]) {
+  return issues.map((i) => ({
+    type: i.type,
+    loc: ["body", ...(i.path?.map((p) => p.key as string | number) ?? [])],
+    msg: i.message,
+    input: i.input === undefined ? null : i.input,
+  }));
+}
+
+function statusBody(r: RequestView) {
+  return {
+    id: r.id,
+    status: r.status,
+    url: r.url,
+    method: r.method,
+    created_at: iso(r.createdAt)!,
+    updated_at: iso(r.updatedAt)!,
+    completed_at: iso(r.completedAt),
+    infohash: r.infohash,
+    content_hash: r.contentHash,
+    content_size: r.contentSize,
+    content_type: r.contentType,
+    error_message: r.errorMessage,
+    progress: r.progress,
+  };
+}
+
+/** Drop what must not travel to the origin: credentials meant for us and hop-by-hop headers. */
+const DROPPED_HEADERS = new Set([
+  "authorization",
+  "cookie",
+  "x-signature",
+  "host",
+  "content-length",
+  "connection",
+  "keep-alive",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-authorization",
+  "proxy-connection",
+]);
+
+export function requestRoutes(deps: AppDeps) {
+  const { db, clock, config } = deps;
+  const app = new Hono<AppEnv>();
+  app.use(auth(deps));
+
+  const visible = (r: RequestView | null, who: Principal): r is RequestView =>
+    r !== null && (who.admin || r.userId === who.id);
+
+  async function load(id: string, who: Principal): Promise<RequestView> {
+    const r = await getRequest(db, id);
+    if (!visible(r, who)) throw notFound(id);
+    return r;
+  }
+
+  function requireReady(r: RequestView) {
+    if (r.status !== "ready") throw new ApiError(400, `Request not ready (status: ${r.status})`);
+  }
+
+  app.post(
+    "/",
+    describeRoute({
+      summary: "Create a fetch request",
+      description:
+        "Records the request; a node fetches the URL, stores it, builds a private torrent and seeds it. Identical requests in flight share one fetch; a ready result younger than `ttl` is reused.",
+      responses: {
+        201: { description: "Created", content: json(createRequestResponse) },
+        401: err("Missing or invalid authentication"),
+        403: err("The credentials lack the requests:create scope"),
+        422: err("Invalid input"),
+        429: err("Rate limit exceeded (see Retry-After)"),
+      },
+    }),
+    requireScope("requests:create"),
+    validator("json", createRequestSchema(config.cache.maxTtl, config.cache.defaultTtl), (result, c) => {
+      if (!result.success) {
+        return c.json({ detail: validationDetail(result.error as readonly v.BaseIssue<unknown>[]) }, 422);
+      }
+    }),
+    // After validation, as in the original: invalid input is answered 422 without using quota.
+    rateLimitCreates(deps),
+    async (c) => {
+      const input = c.req.valid("json");
+      if (input.callback_url) checkCallbackUrl(input.callback_url);
+      const headers = input.headers
+        ? Object.fromEntries(
+            Object.entries(input.headers).filter(([k]) => !DROPPED_HEADERS.has(k.toLowerCase())),
+          )
+        : null;
+      const view = await createRequest(db, clock, {
+        url: input.url,
+        method: input.method,
+        headers: headers && Object.keys(headers).length ? headers : null,
+        body: input.body,
+        ttl: input.ttl,
+        userId: c.get("principal").id,
+        clientIp: c.get("clientIp") ?? null,
+        requestId: c.get("requestId") ?? null,
+        maxAttempts: config.fetcher.maxAttempts,
+        region: input.region,
+        pool: input.pool,
+        callbackUrl: input.callback_url,
+      });
+      deps.onRequestCreated?.(view.source ?? "fetch");
+      return c.json(
+        {
+          id: view.id,
+          status: view.status,
+          estimated_ready: view.status === "ready" ? 0 : 5,
+          created_at: iso(view.createdAt)!,
+        },
+        201,
+      );
+    },
+  );
+
+  const webhookPolicy = webhookEgressPolicy(config);
+  function checkCallbackUrl(url: string) {
+    const refusal = webhookUrlRefusal(url, webhookPolicy);
+    if (refusal) throw fieldError("callback_url", refusal, url);
+    if (config.webhook.secrets.length === 0)
+      throw fieldError("callback_url", "callback_url needs WEBHOOK__SECRET to be set on this service", url);
+  }
+
+  app.get(
+    "/:id/webhooks",
+    describeRoute({
+      summary: "Webhook deliveries of a request",
+      description:
+        "Every event message of this request (callback_url and registered endpoints) with its attempts.",
+      responses: {
+        200: { description: "Deliveries", content: json(deliveryListResponse) },
+        404: err("No such request (or not yours)"),
+      },
+    }),
+    requireScope("requests:read"),
+    async (c) => {
+      const r = await load(c.req.param("id"), c.get("principal"));
+      return c.json({ deliveries: (await deliveriesForRequest(db, r.id)).map(deliveryBody) });
+    },
+  );
+
+  app.get(
+    "/:id",
+    describeRoute({
+      summary: "Status of a request",
+      responses: {
+        200: { description: "Status", content: json(requestStatusResponse) },
+        404: err("No such request (or not yours)"),
+      },
+    }),
+    requireScope("requests:read"),
+    async (c) => c.json(statusBody(await load(c.req.param("id"), c.get("principal")))),
+  );
+
+  app.get(
+    "/:id/torrent",
+    describeRoute({
+      summary: "Download the .torrent",
+      responses: {
+        200: { description: "The .torrent file", content: { "application/x-bittorrent": {} } },
+        400: err("Not ready yet"),
+        404: err("No such request"),
+      },
+    }),
+    requireScope("requests:read"),
+    async (c) => {
+      const r = await load(c.req.param("id"), c.get("principal"));
+      requireReady(r);
+      const bytes = await getTorrent(db, r.jobId);
+      if (!bytes) throw new ApiError(500, "Torrent file not found");
+      return new Response(bytes as BodyInit, {
+        headers: {
+          "Content-Type": "application/x-bittorrent",
+          "Content-Disposition": `attachment; filename="${r.infohash}.torrent"`,
+          "Content-Length": String(bytes.byteLength),
+        },
+      });
+    },
+  );
+
+  app.get(
+    "/:id/magnet",
+    describeRoute({
+      summary: "Magnet link",
+      responses: {
+        200: { description: "Magnet link", content: json(magnetResponse) },
+        400: err("Not ready yet"),
+        404: err("No such request"),
+      },
+    }),
+    requireScope("requests:read"),
+    async (c) => {
+      const r = await load(c.req.param("id"), c.get("principal"));
+      requireReady(r);
+      if (!r.infohash || !r.magnetLink) throw new ApiError(500, "Infohash not set");
+      return c.json({ id: r.id, magnet_link: r.magnetLink, infohash: r.infohash });
+    },
+  );
+
+  app.delete(
+    "/:id",
+    describeRoute({
+      summary: "Cancel a request",
+      description:
+        "Any state. A running fetch is aborted and a ready torrent stops being seeded once no other live request needs it.",
+      responses: { 204: { description: "Cancelled" }, 404: err("No such request") },
+    }),
+    requireScope("requests:cancel"),
+    async (c) => {
+      const id = c.req.param("id");
+      await load(id, c.get("principal"));
+      await cancelRequest(db, clock, id);
+      return c.body(null, 204);
+    },
+  );
+
+  return app;
+}

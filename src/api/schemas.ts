@@ -1,0 +1,145 @@
+/**
+ * Wire schemas of the v1 API. The same valibot schemas validate requests and generate the OpenAPI
+ * document. Field names and status strings are the original ProxyTorrent's.
+ */
+import * as v from "valibot";
+import { JOB_STATUSES } from "../db/schema";
+import { callbackUrlField } from "../webhooks/schemas";
+
+export const METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"] as const;
+
+const targetUrl = v.pipe(
+  v.string("url must be a string"),
+  v.trim(),
+  v.maxLength(2083, "URL is longer than 2083 characters"),
+  v.rawTransform(({ dataset, addIssue, NEVER }) => {
+    let u: URL;
+    try {
+      u = new URL(dataset.value);
+    } catch {
+      addIssue({ message: "Input should be a valid URL" });
+      return NEVER;
+    }
+    if (u.protocol !== "http:" && u.protocol !== "https:") {
+      addIssue({ message: "URL scheme should be 'http' or 'https'" });
+      return NEVER;
+    }
+    if (!u.hostname) {
+      addIssue({ message: "URL has no host" });
+      return NEVER;
+    }
+    return u.href;
+  }),
+  v.metadata({ format: "uri" }),
+  v.description("The URL the node fetches (http or https)."),
+);
+
+const routeName = (field: string) =>
+  v.pipe(
+    v.string(`${field} must be a string`),
+    v.regex(/^[A-Za-z0-9._-]{1,64}$/, `${field} must be 1-64 letters, digits, dots, dashes or underscores`),
+  );
+
+export const createRequestSchema = (maxTtl: number, defaultTtl: number) =>
+  v.object({
+    url: targetUrl,
+    method: v.pipe(
+      v.optional(v.picklist(METHODS, `method should be one of ${METHODS.join(", ")}`), "GET"),
+      v.description("HTTP method used towards the origin."),
+    ),
+    headers: v.pipe(
+      v.optional(v.nullable(v.record(v.string(), v.string("header values must be strings"))), null),
+      v.description("Headers sent to the origin (Authorization, Cookie and hop-by-hop headers are dropped)."),
+    ),
+    body: v.pipe(
+      v.optional(v.nullable(v.pipe(v.string(), v.maxLength(1_048_576, "body is larger than 1 MiB"))), null),
+      v.description("Body sent to the origin."),
+    ),
+    region: v.pipe(
+      v.optional(v.nullable(routeName("region")), null),
+      v.description(
+        "Only a node of this region may fetch (NODE__REGION). Default: any node without a region.",
+      ),
+    ),
+    pool: v.pipe(
+      v.optional(v.nullable(routeName("pool")), null),
+      v.description("Only a node of this proxy pool may fetch (NODE__POOL)."),
+    ),
+    callback_url: callbackUrlField,
+    ttl: v.pipe(
+      v.optional(
+        v.pipe(
+          v.number("ttl must be a number"),
+          v.integer("ttl must be a whole number"),
+          v.minValue(0, "ttl must be at least 0"),
+          v.maxValue(maxTtl, `ttl must be at most ${maxTtl}`),
+        ),
+        defaultTtl,
+      ),
+      v.description(
+        "Seconds a ready result may be reused for an identical request (same method, URL, headers, body). 0 = always fetch fresh.",
+      ),
+    ),
+  });
+
+export type CreateRequestInput = v.InferOutput<ReturnType<typeof createRequestSchema>>;
+
+const timestamp = v.pipe(v.string(), v.description("ISO 8601, UTC"));
+
+export const createRequestResponse = v.object({
+  id: v.string(),
+  status: v.picklist(JOB_STATUSES),
+  estimated_ready: v.pipe(v.number(), v.description("Rough seconds until ready (0 when already ready).")),
+  created_at: timestamp,
+});
+
+export const requestStatusResponse = v.object({
+  id: v.string(),
+  status: v.picklist(JOB_STATUSES),
+  url: v.string(),
+  method: v.string(),
+  created_at: timestamp,
+  updated_at: timestamp,
+  completed_at: v.nullable(timestamp),
+  infohash: v.nullable(v.pipe(v.string(), v.description("v1 BitTorrent infohash, 40 hex"))),
+  content_hash: v.nullable(v.pipe(v.string(), v.description("SHA-256 of the body, 64 hex"))),
+  content_size: v.nullable(v.number()),
+  content_type: v.nullable(v.string()),
+  error_message: v.nullable(v.string()),
+  progress: v.pipe(v.number(), v.description("0, 10, 40, 50, 70, 80, 100")),
+});
+
+export const magnetResponse = v.object({
+  id: v.string(),
+  magnet_link: v.string(),
+  infohash: v.string(),
+});
+
+export const errorResponse = v.object({
+  detail: v.union([
+    v.string(),
+    v.array(
+      v.object({
+        type: v.string(),
+        loc: v.array(v.union([v.string(), v.number()])),
+        msg: v.string(),
+        input: v.unknown(),
+      }),
+    ),
+  ]),
+});
+
+export const healthResponse = v.object({
+  status: v.picklist(["healthy", "degraded"]),
+  version: v.string(),
+  runtime: v.picklist(["bun", "workerd"]),
+  uptime: v.number(),
+  checks: v.record(v.string(), v.object({ status: v.string() })),
+});
+
+export const rootResponse = v.object({
+  service: v.string(),
+  version: v.string(),
+  docs: v.string(),
+  openapi: v.string(),
+});

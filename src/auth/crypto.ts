@@ -1,0 +1,83 @@
+/**
+ * The few primitives auth needs, on Web Crypto only (Workers, Bun, browsers): SHA-256, HMAC-SHA256,
+ * hex/base64 codecs and a constant-time comparison.
+ */
+const enc = new TextEncoder();
+
+export type Bytes = Uint8Array;
+
+export const utf8 = (s: string): Bytes => enc.encode(s);
+
+export function toHex(b: Bytes): string {
+  let out = "";
+  for (const x of b) out += x.toString(16).padStart(2, "0");
+  return out;
+}
+
+export function fromHex(s: string): Bytes | null {
+  if (s.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(s)) return null;
+  const out = new Uint8Array(s.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(s.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
+
+export function toBase64(b: Bytes): string {
+  let bin = "";
+  for (const x of b) bin += String.fromCharCode(x);
+  return btoa(bin);
+}
+
+/** Standard base64 (RFC 4648 §4, as used by RFC 8941 byte sequences); null if malformed. */
+export function fromBase64(s: string): Bytes | null {
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) return null;
+  try {
+    const bin = atob(s);
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  } catch {
+    return null;
+  }
+}
+
+export async function sha256(data: Bytes | string): Promise<Bytes> {
+  const bytes = typeof data === "string" ? utf8(data) : data;
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as BufferSource));
+}
+
+export async function sha256Hex(data: Bytes | string): Promise<string> {
+  return toHex(await sha256(data));
+}
+
+export async function hmacSha256(key: Bytes | string, message: Bytes | string): Promise<Bytes> {
+  const k = await crypto.subtle.importKey(
+    "raw",
+    (typeof key === "string" ? utf8(key) : key) as BufferSource,
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const m = typeof message === "string" ? utf8(message) : message;
+  return new Uint8Array(await crypto.subtle.sign("HMAC", k, m as BufferSource));
+}
+
+/** Constant-time equality of two byte strings (length is not secret here: MACs and digests). */
+export function timingSafeEqual(a: Bytes, b: Bytes): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
+}
+
+/**
+ * Constant-time equality of two strings of any length: both sides are hashed first, so neither
+ * the content nor the length of a secret leaks through timing.
+ */
+export async function safeEqual(a: string, b: string): Promise<boolean> {
+  const [x, y] = await Promise.all([sha256(a), sha256(b)]);
+  return timingSafeEqual(x, y);
+}
+
+export function randomHex(bytes: number): string {
+  return toHex(crypto.getRandomValues(new Uint8Array(bytes)));
+}

@@ -1,0 +1,671 @@
+/**
+ * Configuration from the environment, in the original ProxyTorrent's `GROUP__FIELD` names so an
+ * existing `.env` carries over. Every variable is listed once in `SETTINGS` below (name, parser,
+ * default); `loadConfig` reads them all, collects every error, and throws one `ConfigError` that
+ * names each bad variable. Lists accept a JSON array or comma-separated values; an empty value
+ * means "unset" (the original crashed on `PROXY__PROXY_PORT=`).
+ *
+ * Runs on Workers and Bun: no `node:*` imports, paths are plain strings.
+ */
+import ipaddr from "ipaddr.js";
+import * as v from "valibot";
+import { DEFAULT_SCOPES, parseScopes } from "../auth/scopes";
+import { decodeSecret } from "../webhooks/signing";
+
+export type Env = Record<string, string | undefined>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: { variable: string; message: string }[]) {
+    super("Invalid configuration:\n" + problems.map((p) => `  ${p.variable}: ${p.message}`).join("\n"));
+    this.name = "ConfigError";
+  }
+}
+
+// ---- value parsers (string -> typed), each a valibot schema so messages stay uniform ----
+
+const bool = v.pipe(
+  v.string(),
+  v.trim(),
+  v.toLowerCase(),
+  v.picklist(["true", "false", "1", "0", "yes", "no", "on", "off"], "expected true or false"),
+  v.transform((s) => ["true", "1", "yes", "on"].includes(s)),
+);
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  v.pipe(
+    v.string(),
+    v.trim(),
+    v.regex(/^-?\d+$/, "expected a whole number"),
+    v.transform(Number),
+    v.minValue(min, `must be at least ${min}`),
+    v.maxValue(max, `must be at most ${max}`),
+  );
+
+const port = int(0, 65535);
+const text = v.pipe(v.string(), v.trim(), v.minLength(1));
+
+const list = v.pipe(
+  v.string(),
+  v.trim(),
+  v.rawTransform(({ dataset, addIssue, NEVER }) => {
+    const raw = dataset.value;
+    if (raw.startsWith("[")) {
+      try {
+        const parsed: unknown = JSON.parse(raw);
+        if (Array.isArray(parsed) && parsed.every((x) => typeof x === "string")) {
+          return parsed.map((s) => s.trim()).filter(Boolean);
+        }
+      } catch {
+        /* fall through to the issue below */
+      }
+      addIssue({ message: "expected a JSON array of strings or comma-separated values" });
+      return NEVER;
+    }
+    return raw
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
+  }),
+);
+
+const httpUrl = v.pipe(
+  v.string(),
+  v.trim(),
+  v.url("expected an absolute URL"),
+  v.check((s) => /^https?:\/\//i.test(s), "expected an http:// or https:// URL"),
+  v.transform((s) => s.replace(/\/+$/, "")),
+);
+
+const pieceSize = v.union(
+  [
+    v.pipe(v.string(), v.trim(), v.toLowerCase(), v.literal("auto")),
+    v.pipe(
+      int(16384, 64 * 1024 * 1024),
+      v.check((n) => (n & (n - 1)) === 0, "must be a power of two"),
+    ),
+  ],
+  "expected 'auto' or a power of two between 16384 and 67108864",
+);
+
+const logLevel = v.pipe(
+  v.string(),
+  v.trim(),
+  v.toUpperCase(),
+  v.picklist(["DEBUG", "INFO", "WARNING", "WARN", "ERROR"], "expected DEBUG, INFO, WARNING or ERROR"),
+  v.transform((s) => (s === "WARN" ? "WARNING" : s) as "DEBUG" | "INFO" | "WARNING" | "ERROR"),
+);
+
+const proxyType = v.pipe(
+  v.string(),
+  v.trim(),
+  v.toLowerCase(),
+  v.picklist(["socks5", "socks5h", "http", "https"], "expected socks5, socks5h, http or https"),
+);
+
+// ---- the settings table ----
+
+interface Setting<T> {
+  schema: v.GenericSchema<string, T>;
+  default: T;
+  doc: string;
+}
+const s = <T>(schema: v.GenericSchema<string, T>, def: T, doc: string): Setting<T> => ({
+  schema,
+  default: def,
+  doc,
+});
+const opt = <T>(schema: v.GenericSchema<string, T>, doc: string): Setting<T | undefined> =>
+  s<T | undefined>(schema as v.GenericSchema<string, T | undefined>, undefined, doc);
+
+export const DEFAULT_MIME_WHITELIST = [
+  "text/html",
+  "text/plain",
+  "application/json",
+  "application/xml",
+  "image/*",
+];
+
+/** The Standard Webhooks retry schedule, in seconds after each failed attempt (about three days). */
+export const DEFAULT_WEBHOOK_RETRY_DELAYS = [5, 300, 1800, 7200, 18000, 36000, 36000];
+
+export const SETTINGS = {
+  APP_NAME: s(text, "ProxyTorrent", "Service name shown by `GET /` and the API docs."),
+  APP_VERSION: s(text, "0.2.0", "Version shown by `GET /`, health and the API docs."),
+  API_PREFIX: s(
+    v.pipe(text, v.regex(/^\/[A-Za-z0-9/_-]*$/, "expected a path such as /v1")),
+    "/v1",
+    "Prefix of the API routes.",
+  ),
+  DEBUG: s(bool, false, "Accepted for compatibility; no effect on error detail."),
+  HOST: s(text, "127.0.0.1", "Address the HTTP server binds to (use 0.0.0.0 to listen on all interfaces)."),
+  PORT: s(port, 8000, "API port (embedded mode also serves the tracker and web seed here)."),
+
+  STORAGE__BASE_PATH: s(text, "./data", "Everything the service writes lives under this directory."),
+
+  DATABASE__DATABASE_URL: opt(
+    text,
+    "libSQL URL (`file:…`, `libsql://…`, `http(s)://…`). Default `file:$STORAGE__BASE_PATH/proxytorrent.db`.",
+  ),
+  DATABASE__AUTH_TOKEN: opt(text, "Auth token for a remote libSQL/Turso database."),
+  DATABASE__ECHO_SQL: s(bool, false, "Log every SQL statement (debugging)."),
+
+  SECURITY__AUTH_ENABLED: s(bool, true, "Require authentication on every route except /, health and docs."),
+  SECURITY__BEARER_TOKENS: s(list, [] as string[], "Static bearer tokens (JSON array or comma-separated)."),
+  SECURITY__HMAC_SECRET: opt(text, "Secret for the legacy body-HMAC scheme (`X-Signature`)."),
+  SECURITY__LEGACY_BODY_HMAC: s(
+    bool,
+    false,
+    "Accept the original's replayable body-only `X-Signature` HMAC (old clients only).",
+  ),
+  SECURITY__JWT_SECRET: opt(
+    text,
+    "Accept HS256 JWTs signed with this secret (at least 32 characters); needs JWT_ISSUER and JWT_AUDIENCE.",
+  ),
+  SECURITY__JWKS_URL: opt(
+    httpUrl,
+    "Accept JWTs signed by the keys at this JWKS URL (OIDC; rotated by kid). https, or http on loopback.",
+  ),
+  SECURITY__JWT_ISSUER: opt(text, "Required `iss` of every JWT."),
+  SECURITY__JWT_AUDIENCE: s(list, [] as string[], "Accepted `aud` values of JWTs (one is enough)."),
+  SECURITY__JWT_ALGORITHMS: s(
+    list,
+    [] as string[],
+    "Accepted JWT algorithms. Default: HS256 with JWT_SECRET, RS256 and ES256 with JWKS_URL.",
+  ),
+  SECURITY__JWT_DEFAULT_SCOPES: s(
+    list,
+    [...DEFAULT_SCOPES] as string[],
+    "Scopes of a JWT whose `scope`/`scp` claim names none of ours.",
+  ),
+  SECURITY__JWKS_COOLDOWN_SECONDS: s(
+    int(0, 3600),
+    30,
+    "Least time between JWKS refetches caused by tokens with an unknown kid.",
+  ),
+  SECURITY__TRUSTED_PROXIES: s(
+    list,
+    [] as string[],
+    "Reverse proxies (IPs or CIDRs) whose X-Forwarded-For names the client; others' is ignored.",
+  ),
+  SECURITY__SIGNATURE_WINDOW_SECONDS: s(
+    int(10, 3600),
+    300,
+    "How far the `created` time of a signed request may be from the server's clock.",
+  ),
+
+  PROXY__PROXY_ENABLED: s(bool, false, "Send every fetch through the proxy below; fails closed."),
+  PROXY__PROXY_TYPE: s(proxyType, "socks5" as string, "socks5, socks5h, http or https."),
+  PROXY__PROXY_HOST: opt(text, "Proxy host."),
+  PROXY__PROXY_PORT: opt(port, "Proxy port."),
+  PROXY__PROXY_USERNAME: opt(text, "Proxy user name."),
+  PROXY__PROXY_PASSWORD: opt(text, "Proxy password (never logged)."),
+  PROXY__PROXY_URL: opt(text, "All of the above in one URL, e.g. socks5h://user:pass@host:1080."),
+
+  FETCHER__CONNECT_TIMEOUT: s(int(1, 3600), 10, "Seconds to establish a connection."),
+  FETCHER__READ_TIMEOUT: s(int(1, 3600), 30, "Seconds a read may stay idle."),
+  FETCHER__TOTAL_TIMEOUT: s(int(1, 86400), 600, "Seconds for a whole fetch, body included."),
+  FETCHER__MAX_SIZE: s(int(1), 52428800, "Largest body in bytes, enforced while streaming."),
+  FETCHER__MIME_WHITELIST: s(list, DEFAULT_MIME_WHITELIST, "Allowed Content-Types (`type/*` wildcards)."),
+  FETCHER__VERIFY_SSL: s(bool, true, "Verify TLS certificates of origins."),
+  FETCHER__USER_AGENT: s(
+    text,
+    "ProxyTorrent/0.2.0",
+    "User-Agent sent to origins unless the caller sets one.",
+  ),
+  FETCHER__MAX_REDIRECTS: s(int(0, 50), 10, "Redirects followed per fetch; each hop is checked again."),
+  FETCHER__MAX_ATTEMPTS: s(int(1, 100), 3, "Attempts per job for transient failures (with backoff)."),
+  FETCHER__URL_ALLOWLIST: s(list, [] as string[], "If set, only these host patterns may be fetched."),
+  FETCHER__URL_DENYLIST: s(list, [] as string[], "Host patterns that may never be fetched."),
+
+  EGRESS__ALLOW_PRIVATE_NETWORKS: s(
+    bool,
+    false,
+    "Allow fetches to loopback/private/link-local addresses (tests, trusted networks only).",
+  ),
+
+  TORRENT__PRIVATE_TRACKER: s(bool, true, "Mark torrents private (no DHT/PEX)."),
+  TORRENT__PIECE_SIZE: s(
+    pieceSize as v.GenericSchema<string, number | "auto">,
+    "auto" as number | "auto",
+    "Piece length in bytes, or `auto`.",
+  ),
+  TORRENT__ANNOUNCE_URL: opt(httpUrl, "Extra tracker announced after the node's own (opt-in)."),
+  TORRENT__ENCRYPTION_ENABLED: s(
+    bool,
+    true,
+    "Accepted for compatibility (peer encryption is not implemented).",
+  ),
+  TORRENT__UPLOAD_RATE_LIMIT: s(int(0), 0, "Upload limit in bytes/s, 0 = unlimited."),
+  TORRENT__DOWNLOAD_RATE_LIMIT: s(int(0), 0, "Accepted for compatibility (a seeder does not download)."),
+  TORRENT__MAX_CONNECTIONS: s(int(1, 100000), 200, "Peer connections per torrent."),
+  TORRENT__LISTEN_PORT: s(port, 6881, "BitTorrent TCP port."),
+
+  NODE__NAME: s(text, "node-1", "This node's name, unique per database."),
+  NODE__HTTP_PORT: opt(port, "Separate port for the tracker and web seed (default: share PORT)."),
+  NODE__PUBLIC_URL: opt(
+    httpUrl,
+    "How peers reach this node's tracker and web seed. Default http://HOST:port (loopback if HOST is 0.0.0.0).",
+  ),
+  NODE__REGION: opt(
+    v.pipe(text, v.regex(/^[A-Za-z0-9._-]{1,64}$/, "expected 1-64 letters, digits, . _ -")),
+    "Region this node serves; requests asking for it go only to such nodes.",
+  ),
+  NODE__POOL: opt(
+    v.pipe(text, v.regex(/^[A-Za-z0-9._-]{1,64}$/, "expected 1-64 letters, digits, . _ -")),
+    "Proxy pool this node belongs to; requests asking for it go only to such nodes.",
+  ),
+  NODE__LEASE_SECONDS: s(
+    int(5, 3600),
+    30,
+    "Job lease length; a node that stops heart-beating loses its jobs.",
+  ),
+  NODE__CONCURRENCY: s(int(1, 256), 8, "Jobs a node works on at once."),
+  NODE__POLL_INTERVAL_MS: s(int(10, 60000), 500, "How often an idle node looks for work."),
+
+  CACHE__DEFAULT_TTL: s(int(0, 86400 * 365), 3600, "Default `ttl` of a request in seconds."),
+  CACHE__MAX_TTL: s(int(0, 86400 * 365), 86400, "Largest `ttl` a caller may ask for."),
+
+  RATE_LIMIT__RATE_LIMIT_ENABLED: s(bool, true, "Enable rate limits."),
+  RATE_LIMIT__REQUESTS_PER_MINUTE: s(int(1), 60, "Creates per principal per minute."),
+  RATE_LIMIT__REQUESTS_PER_HOUR: s(int(1), 1000, "Creates per principal per hour."),
+  RATE_LIMIT__REQUESTS_PER_IP_MINUTE: s(int(1), 100, "Creates per client IP per minute."),
+  RATE_LIMIT__AUTH_FAILURES_PER_IP_MINUTE: s(
+    int(1),
+    30,
+    "Failed authentications per client IP per minute; past it the IP gets 429 until the minute ends.",
+  ),
+
+  WEBHOOK__SECRET: s(
+    list,
+    [] as string[],
+    "Signing secret (`whsec_…`) of `callback_url` deliveries; during a rotation list new and old (comma-separated), each signs.",
+  ),
+  WEBHOOK__RETRY_DELAYS: s(
+    list,
+    DEFAULT_WEBHOOK_RETRY_DELAYS.map(String),
+    "Seconds to wait before each retry of a failed webhook (comma-separated; default about three days: 5s, 5m, 30m, 2h, 5h, 10h, 10h).",
+  ),
+  WEBHOOK__TIMEOUT: s(int(1, 300), 15, "Seconds a webhook receiver has to answer one attempt."),
+
+  MONITORING__LOG_LEVEL: s(
+    logLevel,
+    "INFO" as "DEBUG" | "INFO" | "WARNING" | "ERROR",
+    "DEBUG, INFO, WARNING or ERROR.",
+  ),
+  MONITORING__JSON_LOGS: s(bool, true, "JSON lines (true) or readable text (false)."),
+  MONITORING__METRICS_ENABLED: s(bool, true, "Serve Prometheus metrics at /metrics."),
+} as const;
+
+type Settings = typeof SETTINGS;
+export type RawConfig = { [K in keyof Settings]: Settings[K]["default"] };
+
+/** Read every setting; throw one ConfigError naming all bad variables. */
+export function readSettings(env: Env): RawConfig {
+  const out: Record<string, unknown> = {};
+  const problems: { variable: string; message: string }[] = [];
+  for (const [name, setting] of Object.entries(SETTINGS) as [string, Setting<unknown>][]) {
+    const raw = env[name];
+    if (raw === undefined || raw.trim() === "") {
+      out[name] = setting.default;
+      continue;
+    }
+    const res = v.safeParse(setting.schema, raw);
+    if (res.success) out[name] = res.output;
+    else
+      problems.push({
+        variable: name,
+        message: `${res.issues[0]?.message ?? "invalid"} (got ${JSON.stringify(redact(name, raw))})`,
+      });
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return out as RawConfig;
+}
+
+function redact(name: string, raw: string): string {
+  return /PASSWORD|SECRET|TOKEN|_URL$/.test(name) && !/ANNOUNCE|PUBLIC/.test(name) ? "***" : raw;
+}
+
+export interface ProxyConfig {
+  type: "socks5" | "socks5h" | "http" | "https";
+  host: string;
+  port: number;
+  username?: string;
+  password?: string;
+}
+
+export interface JwtConfig {
+  /** HS256/384/512 shared secret, or … */
+  secret?: string;
+  /** … the issuer's JWKS URL (asymmetric keys). Exactly one of the two is set. */
+  jwksUrl?: string;
+  issuer: string;
+  audience: string[];
+  algorithms: string[];
+  defaultScopes: string[];
+  jwksCooldownSeconds: number;
+}
+
+const HMAC_JWT_ALGS = ["HS256", "HS384", "HS512"];
+const ASYMMETRIC_JWT_ALGS = [
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "ES512",
+  "EdDSA",
+];
+
+/** JWT settings → JwtConfig (or null), adding a problem per bad or missing variable. */
+function jwtConfig(r: RawConfig, problems: { variable: string; message: string }[]): JwtConfig | null {
+  const secret = r.SECURITY__JWT_SECRET;
+  const jwksUrl = r.SECURITY__JWKS_URL;
+  if (!secret && !jwksUrl) {
+    for (const name of [
+      "SECURITY__JWT_ISSUER",
+      "SECURITY__JWT_AUDIENCE",
+      "SECURITY__JWT_ALGORITHMS",
+    ] as const) {
+      const set = Array.isArray(r[name]) ? (r[name] as string[]).length > 0 : r[name] !== undefined;
+      if (set)
+        problems.push({
+          variable: name,
+          message: "is set, but neither SECURITY__JWT_SECRET nor SECURITY__JWKS_URL is: JWTs are not enabled",
+        });
+    }
+    return null;
+  }
+  const before = problems.length;
+  if (secret && jwksUrl)
+    problems.push({
+      variable: "SECURITY__JWKS_URL",
+      message: "set either SECURITY__JWT_SECRET (HS256) or SECURITY__JWKS_URL (asymmetric), not both",
+    });
+  if (secret && secret.length < 32)
+    problems.push({ variable: "SECURITY__JWT_SECRET", message: "must be at least 32 characters (256 bits)" });
+  if (jwksUrl) {
+    const u = new URL(jwksUrl);
+    const host = u.hostname.replace(/^\[|\]$/g, "");
+    const loopback =
+      host === "localhost" || (ipaddr.isValid(host) && ipaddr.process(host).range() === "loopback");
+    if (u.protocol !== "https:" && !loopback)
+      problems.push({
+        variable: "SECURITY__JWKS_URL",
+        message: "must be https:// (plain http only on loopback): keys fetched in clear could be replaced",
+      });
+  }
+  if (!r.SECURITY__JWT_ISSUER)
+    problems.push({ variable: "SECURITY__JWT_ISSUER", message: "is required when JWTs are enabled" });
+  if (r.SECURITY__JWT_AUDIENCE.length === 0)
+    problems.push({ variable: "SECURITY__JWT_AUDIENCE", message: "is required when JWTs are enabled" });
+  const allowed = secret ? HMAC_JWT_ALGS : ASYMMETRIC_JWT_ALGS;
+  const algorithms = r.SECURITY__JWT_ALGORITHMS.length
+    ? r.SECURITY__JWT_ALGORITHMS
+    : secret
+      ? ["HS256"]
+      : ["RS256", "ES256"];
+  const bad = algorithms.filter((a) => !allowed.includes(a));
+  if (bad.length)
+    problems.push({
+      variable: "SECURITY__JWT_ALGORITHMS",
+      message: `${bad.join(", ")} not allowed with ${secret ? "SECURITY__JWT_SECRET" : "SECURITY__JWKS_URL"} (use ${allowed.join(", ")})`,
+    });
+  const { unknown } = parseScopes(r.SECURITY__JWT_DEFAULT_SCOPES);
+  if (unknown.length)
+    problems.push({
+      variable: "SECURITY__JWT_DEFAULT_SCOPES",
+      message: `unknown scope ${unknown.join(", ")}`,
+    });
+  if (problems.length > before) return null;
+  return {
+    secret,
+    jwksUrl,
+    issuer: r.SECURITY__JWT_ISSUER!,
+    audience: r.SECURITY__JWT_AUDIENCE,
+    algorithms,
+    defaultScopes: r.SECURITY__JWT_DEFAULT_SCOPES,
+    jwksCooldownSeconds: r.SECURITY__JWKS_COOLDOWN_SECONDS,
+  };
+}
+
+/** Each entry must be an IP address or a CIDR. */
+function trustedProxyProblems(list: string[]): string[] {
+  return list.filter((e) => !(e.includes("/") ? ipaddr.isValidCIDR(e) : ipaddr.isValid(e)));
+}
+
+export interface Config {
+  appName: string;
+  appVersion: string;
+  apiPrefix: string;
+  host: string;
+  port: number;
+  storage: { basePath: string };
+  database: { url: string; authToken?: string; echoSql: boolean };
+  security: {
+    authEnabled: boolean;
+    bearerTokens: string[];
+    hmacSecret?: string;
+    legacyBodyHmac: boolean;
+    /** Null when no JWT issuer is configured. */
+    jwt: JwtConfig | null;
+    /** CIDRs of reverse proxies whose X-Forwarded-For is believed. */
+    trustedProxies: string[];
+    signatureWindowSeconds: number;
+  };
+  proxy: ProxyConfig | null;
+  fetcher: {
+    connectTimeoutMs: number;
+    readTimeoutMs: number;
+    totalTimeoutMs: number;
+    maxSize: number;
+    mimeWhitelist: string[];
+    verifySsl: boolean;
+    userAgent: string;
+    maxRedirects: number;
+    maxAttempts: number;
+    urlAllowlist: string[];
+    urlDenylist: string[];
+  };
+  egress: { allowPrivateNetworks: boolean };
+  torrent: {
+    private: boolean;
+    pieceSize: number | "auto";
+    announceUrl?: string;
+    uploadRateLimit: number;
+    maxConnections: number;
+    listenPort: number;
+  };
+  node: {
+    name: string;
+    httpPort?: number;
+    publicUrl: string;
+    region: string | null;
+    pool: string | null;
+    leaseSeconds: number;
+    concurrency: number;
+    pollIntervalMs: number;
+  };
+  cache: { defaultTtl: number; maxTtl: number };
+  rateLimit: {
+    enabled: boolean;
+    perMinute: number;
+    perHour: number;
+    perIpMinute: number;
+    authFailuresPerIpMinute: number;
+  };
+  webhook: {
+    /** Secrets that sign `callback_url` deliveries (all of them: several during a rotation). */
+    secrets: string[];
+    /** Wait before each retry; its length is the number of retries. */
+    retryDelaysMs: number[];
+    timeoutMs: number;
+  };
+  monitoring: {
+    logLevel: "DEBUG" | "INFO" | "WARNING" | "ERROR";
+    jsonLogs: boolean;
+    metricsEnabled: boolean;
+  };
+}
+
+/** Parse the environment into the typed configuration used everywhere else. */
+export function loadConfig(env: Env): Config {
+  const r = readSettings(env);
+  const problems: { variable: string; message: string }[] = [];
+  const basePath = r.STORAGE__BASE_PATH.replace(/\/+$/, "") || "/";
+
+  let proxy: ProxyConfig | null = null;
+  if (r.PROXY__PROXY_URL) {
+    try {
+      proxy = parseProxyUrl(r.PROXY__PROXY_URL);
+    } catch (e) {
+      problems.push({ variable: "PROXY__PROXY_URL", message: (e as Error).message });
+    }
+  } else if (r.PROXY__PROXY_ENABLED) {
+    if (!r.PROXY__PROXY_HOST)
+      problems.push({
+        variable: "PROXY__PROXY_HOST",
+        message: "PROXY__PROXY_ENABLED=true needs a proxy host (refusing to fetch directly)",
+      });
+    if (!r.PROXY__PROXY_PORT)
+      problems.push({
+        variable: "PROXY__PROXY_PORT",
+        message: "PROXY__PROXY_ENABLED=true needs a proxy port (refusing to fetch directly)",
+      });
+    if (r.PROXY__PROXY_HOST && r.PROXY__PROXY_PORT)
+      proxy = {
+        type: r.PROXY__PROXY_TYPE as ProxyConfig["type"],
+        host: r.PROXY__PROXY_HOST,
+        port: r.PROXY__PROXY_PORT,
+        username: r.PROXY__PROXY_USERNAME,
+        password: r.PROXY__PROXY_PASSWORD,
+      };
+  }
+  if (r.CACHE__DEFAULT_TTL > r.CACHE__MAX_TTL)
+    problems.push({ variable: "CACHE__DEFAULT_TTL", message: "must not exceed CACHE__MAX_TTL" });
+  const jwt = jwtConfig(r, problems);
+  const badProxies = trustedProxyProblems(r.SECURITY__TRUSTED_PROXIES);
+  if (badProxies.length)
+    problems.push({
+      variable: "SECURITY__TRUSTED_PROXIES",
+      message: `not an IP address or CIDR: ${badProxies.join(", ")}`,
+    });
+  if (r.SECURITY__LEGACY_BODY_HMAC && !r.SECURITY__HMAC_SECRET)
+    problems.push({
+      variable: "SECURITY__HMAC_SECRET",
+      message: "SECURITY__LEGACY_BODY_HMAC=true needs the shared secret the old clients sign with",
+    });
+  for (const secret of r.WEBHOOK__SECRET) {
+    const decoded = decodeSecret(secret);
+    if ("problem" in decoded) problems.push({ variable: "WEBHOOK__SECRET", message: decoded.problem });
+  }
+  const retryDelays = r.WEBHOOK__RETRY_DELAYS.map((d) => (/^\d+$/.test(d) ? Number(d) : Number.NaN));
+  if (retryDelays.some((d) => !Number.isSafeInteger(d) || d > 7 * 86400))
+    problems.push({
+      variable: "WEBHOOK__RETRY_DELAYS",
+      message: "expected whole numbers of seconds (at most 604800 each), e.g. 5,300,1800",
+    });
+  if (problems.length) throw new ConfigError(problems);
+
+  const nodePort = r.NODE__HTTP_PORT ?? r.PORT;
+  const publicHost = r.HOST === "0.0.0.0" || r.HOST === "::" ? "127.0.0.1" : r.HOST;
+  const hostForUrl = publicHost.includes(":") ? `[${publicHost}]` : publicHost;
+
+  return {
+    appName: r.APP_NAME,
+    appVersion: r.APP_VERSION,
+    apiPrefix: r.API_PREFIX.replace(/\/+$/, ""),
+    host: r.HOST,
+    port: r.PORT,
+    storage: { basePath },
+    database: {
+      url: r.DATABASE__DATABASE_URL ?? `file:${basePath}/proxytorrent.db`,
+      authToken: r.DATABASE__AUTH_TOKEN,
+      echoSql: r.DATABASE__ECHO_SQL,
+    },
+    security: {
+      authEnabled: r.SECURITY__AUTH_ENABLED,
+      bearerTokens: r.SECURITY__BEARER_TOKENS,
+      hmacSecret: r.SECURITY__HMAC_SECRET,
+      legacyBodyHmac: r.SECURITY__LEGACY_BODY_HMAC,
+      jwt,
+      trustedProxies: r.SECURITY__TRUSTED_PROXIES,
+      signatureWindowSeconds: r.SECURITY__SIGNATURE_WINDOW_SECONDS,
+    },
+    proxy,
+    fetcher: {
+      connectTimeoutMs: r.FETCHER__CONNECT_TIMEOUT * 1000,
+      readTimeoutMs: r.FETCHER__READ_TIMEOUT * 1000,
+      totalTimeoutMs: r.FETCHER__TOTAL_TIMEOUT * 1000,
+      maxSize: r.FETCHER__MAX_SIZE,
+      mimeWhitelist: r.FETCHER__MIME_WHITELIST.map((m) => m.toLowerCase()),
+      verifySsl: r.FETCHER__VERIFY_SSL,
+      userAgent: r.FETCHER__USER_AGENT,
+      maxRedirects: r.FETCHER__MAX_REDIRECTS,
+      maxAttempts: r.FETCHER__MAX_ATTEMPTS,
+      urlAllowlist: r.FETCHER__URL_ALLOWLIST,
+      urlDenylist: r.FETCHER__URL_DENYLIST,
+    },
+    egress: { allowPrivateNetworks: r.EGRESS__ALLOW_PRIVATE_NETWORKS },
+    torrent: {
+      private: r.TORRENT__PRIVATE_TRACKER,
+      pieceSize: r.TORRENT__PIECE_SIZE,
+      announceUrl: r.TORRENT__ANNOUNCE_URL,
+      uploadRateLimit: r.TORRENT__UPLOAD_RATE_LIMIT,
+      maxConnections: r.TORRENT__MAX_CONNECTIONS,
+      listenPort: r.TORRENT__LISTEN_PORT,
+    },
+    node: {
+      name: r.NODE__NAME,
+      httpPort: r.NODE__HTTP_PORT,
+      publicUrl: r.NODE__PUBLIC_URL ?? `http://${hostForUrl}:${nodePort}`,
+      region: r.NODE__REGION ?? null,
+      pool: r.NODE__POOL ?? null,
+      leaseSeconds: r.NODE__LEASE_SECONDS,
+      concurrency: r.NODE__CONCURRENCY,
+      pollIntervalMs: r.NODE__POLL_INTERVAL_MS,
+    },
+    cache: { defaultTtl: r.CACHE__DEFAULT_TTL, maxTtl: r.CACHE__MAX_TTL },
+    rateLimit: {
+      enabled: r.RATE_LIMIT__RATE_LIMIT_ENABLED,
+      perMinute: r.RATE_LIMIT__REQUESTS_PER_MINUTE,
+      perHour: r.RATE_LIMIT__REQUESTS_PER_HOUR,
+      perIpMinute: r.RATE_LIMIT__REQUESTS_PER_IP_MINUTE,
+      authFailuresPerIpMinute: r.RATE_LIMIT__AUTH_FAILURES_PER_IP_MINUTE,
+    },
+    webhook: {
+      secrets: r.WEBHOOK__SECRET,
+      retryDelaysMs: retryDelays.map((d) => d * 1000),
+      timeoutMs: r.WEBHOOK__TIMEOUT * 1000,
+    },
+    monitoring: {
+      logLevel: r.MONITORING__LOG_LEVEL,
+      jsonLogs: r.MONITORING__JSON_LOGS,
+      metricsEnabled: r.MONITORING__METRICS_ENABLED,
+    },
+  };
+}
+
+/** `socks5h://user:p%40ss@host:1080` -> ProxyConfig, with credentials percent-decoded. */
+export function parseProxyUrl(raw: string): ProxyConfig {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new Error("expected a URL such as socks5h://user:pass@host:1080");
+  }
+  const type = u.protocol.replace(/:$/, "").toLowerCase();
+  if (!["socks5", "socks5h", "http", "https"].includes(type))
+    throw new Error(`unsupported proxy scheme ${type}: (use socks5, socks5h, http or https)`);
+  if (!u.hostname) throw new Error("proxy URL has no host");
+  const defaultPort = type === "http" ? 80 : type === "https" ? 443 : 1080;
+  return {
+    type: type as ProxyConfig["type"],
+    host: u.hostname.replace(/^\[|\]$/g, ""),
+    port: u.port ? Number(u.port) : defaultPort,
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.password ? decodeURIComponent(u.password) : undefined,
+  };
+}

@@ -1,0 +1,122 @@
+/**
+ * The database is the only channel between the API (edge or embedded) and seeder nodes.
+ *
+ * Two tables carry the work:
+ * - `fetch_jobs`: one fetch of one (method, URL, headers, body) fingerprint. Nodes claim jobs with a
+ *   lease; the job carries status, progress, the stored content and the .torrent bytes.
+ * - `fetch_requests`: what a caller asked for. Many requests may share one job (identical requests
+ *   in flight, or a ready result younger than the request's ttl). A request's status is its job's
+ *   status unless the request itself was cancelled.
+ *
+ * Times are integer milliseconds since the epoch (UTC); the API renders them as ISO 8601.
+ */
+import { sql } from "drizzle-orm";
+import { customType, index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+
+/**
+ * BLOB written from a plain Uint8Array. drizzle's own `blob({ mode: "buffer" })` maps through
+ * Node's `Buffer`, which does not exist on Workers (without nodejs_compat). Reads of this column go
+ * through `torrentBytes()` in src/jobs/queue.ts, which explains why they bypass drizzle.
+ */
+const bytes = customType<{ data: Uint8Array; driverData: Uint8Array | ArrayBuffer }>({
+  dataType: () => "blob",
+  fromDriver: (v) => (v instanceof Uint8Array ? v : new Uint8Array(v)),
+  toDriver: (v) => v,
+});
+
+export const JOB_STATUSES = [
+  "queued",
+  "fetching",
+  "packaging",
+  "seeding",
+  "ready",
+  "error",
+  "cancelled",
+] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+/** States in which a job is still being worked on (and may be joined by identical requests). */
+export const ACTIVE_STATUSES = ["queued", "fetching", "packaging", "seeding"] as const;
+
+export const fetchJobs = sqliteTable(
+  "fetch_jobs",
+  {
+    id: text("id").primaryKey(),
+    fingerprint: text("fingerprint").notNull(),
+    status: text("status").$type<JobStatus>().notNull(),
+    progress: integer("progress").notNull().default(0),
+    url: text("url").notNull(),
+    method: text("method").notNull(),
+    headers: text("headers", { mode: "json" }).$type<Record<string, string>>(),
+    body: text("body"),
+    /** X-Request-Id of the request that created the job, for tracing pipeline logs. */
+    traceId: text("trace_id"),
+    /** Routing: only nodes of this region / proxy pool may claim the job (null = any node). */
+    region: text("region"),
+    pool: text("pool"),
+
+    // Work assignment (leases with fencing tokens).
+    nodeName: text("node_name"),
+    leaseToken: text("lease_token"),
+    leaseExpiresAt: integer("lease_expires_at"),
+    attempts: integer("attempts").notNull().default(0),
+    maxAttempts: integer("max_attempts").notNull().default(3),
+    nextAttemptAt: integer("next_attempt_at").notNull().default(0),
+    cancelRequested: integer("cancel_requested", { mode: "boolean" }).notNull().default(false),
+
+    // Results.
+    contentHash: text("content_hash"),
+    contentSize: integer("content_size"),
+    contentType: text("content_type"),
+    finalUrl: text("final_url"),
+    infohash: text("infohash"),
+    torrentName: text("torrent_name"),
+    pieceLength: integer("piece_length"),
+    torrent: bytes("torrent"),
+    /** magnet:?xt=urn:btih:…&dn=…&xl=…&tr=… built by the node that made the torrent. */
+    magnetLink: text("magnet_link"),
+    /** Node whose tracker and web seed the torrent points at, and which seeds it. */
+    seedNode: text("seed_node"),
+    /** True while some live request still needs this torrent seeded. */
+    seeding: integer("seeding", { mode: "boolean" }).notNull().default(false),
+    errorCode: text("error_code"),
+    errorMessage: text("error_message"),
+
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+    completedAt: integer("completed_at"),
+  },
+  (t) => [
+    // At most one job in flight per fingerprint: this index is what makes concurrent identical
+    // requests share one fetch (INSERT … ON CONFLICT DO NOTHING, then read the winner).
+    uniqueIndex("fetch_jobs_active_fingerprint")
+      .on(t.fingerprint)
+      .where(sql`status IN ('queued','fetching','packaging','seeding')`),
+    index("fetch_jobs_fingerprint_ready").on(t.fingerprint, t.completedAt),
+    index("fetch_jobs_claim").on(t.status, t.nextAttemptAt),
+    index("fetch_jobs_lease").on(t.status, t.leaseExpiresAt),
+    index("fetch_jobs_seed_node").on(t.seedNode, t.seeding),
+    index("fetch_jobs_infohash").on(t.infohash),
+  ],
+);
+
+export const fetchRequests = sqliteTable(
+  "fetch_requests",
+  {
+    id: text("id").primaryKey(),
+    jobId: text("job_id")
+      .notNull()
+      .references(() => fetchJobs.id),
+    userId: text("user_id"),
+    clientIp: text("client_ip"),
+    url: text("url").notNull(),
+    method: text("method").notNull(),
+    ttl: integer("ttl").notNull(),
+    requestId: text("request_id"),
+    createdAt: integer("created_at").notNull(),
+    cancelledAt: integer("cancelled_at"),
+  },
+  (t) => [index("fetch_requests_job").on(t.jobId), index("fetch_requests_user").on(t.userId, t.createdAt)],
+);
+
+export type FetchJob = typeof fetchJobs.$inferSelect;
+export type FetchRequest = typeof fetchRequests.$inferSelect;

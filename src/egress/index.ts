@@ -1,0 +1,38 @@
+/**
+ * Egress guard: which destinations an outgoing request may reach. Pure (no `node:*`), shared by
+ * the seeder's fetcher and anything on Workers that sends requests (webhooks).
+ */
+export {
+  type AddressClass,
+  type AddressInfo,
+  type AddressPolicyOptions,
+  addressRefusal,
+  classifyAddress,
+  describeAddressClass,
+  type EmbeddingForm,
+  isForbiddenAddress,
+  METADATA_ADDRESSES,
+  PRIVATE_NETWORK_CLASSES,
+} from "./address";
+export {
+  checkHostLists,
+  compileHostPatterns,
+  type HostListVerdict,
+  type HostPattern,
+  hostMatches,
+  internalHostnameKind,
+  METADATA_HOSTNAMES,
+  normaliseHost,
+} from "./hosts";
+export {
+  checkAddresses,
+  checkTarget,
+  createEgressPolicy,
+  type EgressPolicy,
+  type EgressPolicySettings,
+  type EgressRefusal,
+  EgressRefusedError,
+  parseAndCheckTarget,
+  type RefusalReason,
+} from "./policy";
+export { parseTargetUrl, type TargetUrl, TargetUrlError, type UrlProblem } from "./url";

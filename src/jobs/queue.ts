@@ -1,0 +1,276 @@
+/**
+ * The job queue, all in SQL. Every state change is one statement; every change a worker makes after
+ * claiming is conditional on its lease token (fencing): a node whose lease expired and whose job was
+ * claimed again by another node cannot overwrite that node's work, its writes simply match no row.
+ */
+import { and, eq, inArray, isNull, lt, lte, or, sql } from "drizzle-orm";
+import type { Clock } from "../clock";
+import type { Database } from "../db";
+import { type FetchJob, fetchJobs } from "../db/schema";
+import { outboxInserts } from "../webhooks/outbox";
+
+export interface Lease {
+  id: string;
+  leaseToken: string;
+}
+
+/** Claim up to `limit` runnable jobs for `nodeName`: queued ones whose retry time has come, and
+ * in-flight ones whose lease expired (their node died or stalled). */
+export async function claimJobs(
+  db: Database,
+  clock: Clock,
+  opts: { nodeName: string; limit: number; leaseMs: number; region?: string | null; pool?: string | null },
+): Promise<FetchJob[]> {
+  const now = clock.now();
+  // A job that asks for a region or proxy pool is only for nodes of that region / pool; a node
+  // without one takes only jobs that do not ask.
+  const routed = (col: typeof fetchJobs.region | typeof fetchJobs.pool, mine: string | null | undefined) =>
+    mine ? or(isNull(col), eq(col, mine)) : isNull(col);
+  const runnable = db
+    .select({ id: fetchJobs.id })
+    .from(fetchJobs)
+    .where(
+      and(
+        or(
+          and(eq(fetchJobs.status, "queued"), lte(fetchJobs.nextAttemptAt, now)),
+          and(
+            inArray(fetchJobs.status, ["fetching", "packaging", "seeding"]),
+            lt(fetchJobs.leaseExpiresAt, now),
+          ),
+        ),
+        routed(fetchJobs.region, opts.region),
+        routed(fetchJobs.pool, opts.pool),
+      ),
+    )
+    .orderBy(fetchJobs.createdAt)
+    .limit(opts.limit);
+  // SQLite (and libSQL) run one write transaction at a time, so this UPDATE's sub-select and its
+  // writes happen without any other writer in between: two nodes can never claim the same row,
+  // and no SKIP LOCKED is needed. The token is generated per row, fresh on every claim.
+  return db
+    .update(fetchJobs)
+    .set({
+      status: "fetching",
+      progress: 10,
+      nodeName: opts.nodeName,
+      leaseToken: sql`lower(hex(randomblob(16)))`,
+      leaseExpiresAt: now + opts.leaseMs,
+      attempts: sql`${fetchJobs.attempts} + 1`,
+      // SET expressions see the row as it was: a job that was not queued had a lease that expired.
+      errorCode: sql`CASE WHEN ${fetchJobs.status} = 'queued' THEN ${fetchJobs.errorCode} ELSE 'lease_expired' END`,
+      errorMessage: sql`CASE WHEN ${fetchJobs.status} = 'queued' THEN ${fetchJobs.errorMessage}
+        ELSE 'The node working on this request stopped responding; another node took over' END`,
+      updatedAt: now,
+    })
+    .where(inArray(fetchJobs.id, runnable))
+    .returning();
+}
+
+/** Extend a lease. Returns null when the lease is lost (expired and claimed elsewhere). */
+export async function heartbeat(
+  db: Database,
+  clock: Clock,
+  lease: Lease,
+  leaseMs: number,
+): Promise<{ cancelRequested: boolean } | null> {
+  const now = clock.now();
+  const rows = await db
+    .update(fetchJobs)
+    .set({ leaseExpiresAt: now + leaseMs })
+    .where(and(eq(fetchJobs.id, lease.id), eq(fetchJobs.leaseToken, lease.leaseToken)))
+    .returning({ cancelRequested: fetchJobs.cancelRequested });
+  return rows[0] ?? null;
+}
+
+type JobPatch = Partial<
+  Pick<
+    FetchJob,
+    | "status"
+    | "progress"
+    | "contentHash"
+    | "contentSize"
+    | "contentType"
+    | "finalUrl"
+    | "infohash"
+    | "torrentName"
+    | "pieceLength"
+    | "torrent"
+    | "magnetLink"
+    | "seedNode"
+    | "errorMessage"
+    | "errorCode"
+  >
+>;
+
+/** Record progress. False when the lease is lost: the caller must stop working on the job. */
+export async function advance(db: Database, clock: Clock, lease: Lease, patch: JobPatch): Promise<boolean> {
+  const res = await db
+    .update(fetchJobs)
+    .set({ ...patch, updatedAt: clock.now() })
+    .where(and(eq(fetchJobs.id, lease.id), eq(fetchJobs.leaseToken, lease.leaseToken)));
+  return res.rowsAffected === 1;
+}
+
+/** The job is seeded and downloadable. If every request was cancelled meanwhile, it ends cancelled. */
+export async function completeJob(
+  db: Database,
+  clock: Clock,
+  lease: Lease,
+  seedNode: string,
+): Promise<"ready" | "cancelled" | null> {
+  const now = clock.now();
+  // Webhook outbox rows for the job's live requests go in the same transaction, before the UPDATE
+  // and under the same lease predicate: they exist exactly when the job really becomes ready.
+  const live = sql`r.job_id = ${lease.id} AND r.cancelled_at IS NULL AND j.lease_token = ${lease.leaseToken}`;
+  const [, , , , rows] = await db.batch([
+    ...outboxInserts(db, "request.ready", now, sql`${live} AND NOT j.cancel_requested`),
+    ...outboxInserts(db, "request.cancelled", now, sql`${live} AND j.cancel_requested`),
+    db
+      .update(fetchJobs)
+      .set({
+        status: sql`CASE WHEN ${fetchJobs.cancelRequested} THEN 'cancelled' ELSE 'ready' END`,
+        seeding: sql`NOT ${fetchJobs.cancelRequested}`,
+        progress: 100,
+        seedNode,
+        completedAt: now,
+        updatedAt: now,
+        leaseToken: null,
+        leaseExpiresAt: null,
+        errorCode: null,
+        errorMessage: null,
+      })
+      .where(and(eq(fetchJobs.id, lease.id), eq(fetchJobs.leaseToken, lease.leaseToken)))
+      .returning({ status: fetchJobs.status }),
+  ]);
+  return (rows[0]?.status as "ready" | "cancelled" | undefined) ?? null;
+}
+
+/** Exponential backoff with jitter: 2 s, 4 s, 8 s … capped at 5 minutes. */
+export function retryDelayMs(attempt: number, random = Math.random): number {
+  const base = Math.min(300_000, 2000 * 2 ** Math.max(0, attempt - 1));
+  return Math.round(base * (0.75 + random() * 0.5));
+}
+
+/**
+ * A failed attempt. Transient failures go back to the queue with backoff while attempts remain;
+ * everything else ends in `error` with a readable message.
+ */
+export async function failJob(
+  db: Database,
+  clock: Clock,
+  job: Lease & { attempts: number; maxAttempts: number },
+  err: { code: string; message: string; transient: boolean },
+): Promise<"queued" | "error" | null> {
+  const now = clock.now();
+  const retry = err.transient && job.attempts < job.maxAttempts;
+  const update = db
+    .update(fetchJobs)
+    .set(
+      retry
+        ? {
+            status: "queued",
+            progress: 0,
+            nextAttemptAt: now + retryDelayMs(job.attempts),
+            leaseToken: null,
+            leaseExpiresAt: null,
+            errorCode: err.code,
+            errorMessage: `${err.message} (attempt ${job.attempts} of ${job.maxAttempts}; retrying)`,
+            updatedAt: now,
+          }
+        : {
+            status: "error",
+            leaseToken: null,
+            leaseExpiresAt: null,
+            errorCode: err.code,
+            errorMessage:
+              err.transient && job.attempts > 1
+                ? `${err.message} (gave up after ${job.attempts} attempts)`
+                : err.message,
+            completedAt: null,
+            updatedAt: now,
+          },
+    )
+    .where(and(eq(fetchJobs.id, job.id), eq(fetchJobs.leaseToken, job.leaseToken)));
+  if (retry) return (await update).rowsAffected === 1 ? "queued" : null;
+  // The job ends in error: `request.failed` for its live requests, in the same transaction.
+  const live = sql`r.job_id = ${job.id} AND r.cancelled_at IS NULL AND j.lease_token = ${job.leaseToken}`;
+  const [, , res] = await db.batch([...outboxInserts(db, "request.failed", now, live), update]);
+  return res.rowsAffected === 1 ? "error" : null;
+}
+
+/** The worker stopped because every request for the job was cancelled. */
+export async function markCancelled(db: Database, clock: Clock, lease: Lease): Promise<boolean> {
+  const now = clock.now();
+  // Its requests were cancelled (and reported) one by one; a request that joined after the cancel
+  // was requested still reads cancelled now, so it is reported here, in the same transaction.
+  const live = sql`r.job_id = ${lease.id} AND r.cancelled_at IS NULL AND j.lease_token = ${lease.leaseToken}`;
+  const [, , res] = await db.batch([
+    ...outboxInserts(db, "request.cancelled", now, live),
+    db
+      .update(fetchJobs)
+      .set({ status: "cancelled", seeding: false, leaseToken: null, leaseExpiresAt: null, updatedAt: now })
+      .where(and(eq(fetchJobs.id, lease.id), eq(fetchJobs.leaseToken, lease.leaseToken))),
+  ]);
+  return res.rowsAffected === 1;
+}
+
+/** Give a job back without counting the attempt (graceful shutdown). */
+export async function releaseJob(db: Database, clock: Clock, lease: Lease): Promise<boolean> {
+  const now = clock.now();
+  const res = await db
+    .update(fetchJobs)
+    .set({
+      status: "queued",
+      progress: 0,
+      leaseToken: null,
+      leaseExpiresAt: null,
+      nextAttemptAt: now,
+      attempts: sql`max(0, ${fetchJobs.attempts} - 1)`,
+      updatedAt: now,
+    })
+    .where(and(eq(fetchJobs.id, lease.id), eq(fetchJobs.leaseToken, lease.leaseToken)));
+  return res.rowsAffected === 1;
+}
+
+/** Jobs this node must seed (ready, still wanted). Torrent bytes are fetched separately. */
+export async function listSeedable(db: Database, nodeName: string) {
+  return db
+    .select({
+      id: fetchJobs.id,
+      infohash: fetchJobs.infohash,
+      contentHash: fetchJobs.contentHash,
+      contentSize: fetchJobs.contentSize,
+      torrentName: fetchJobs.torrentName,
+    })
+    .from(fetchJobs)
+    .where(and(eq(fetchJobs.seedNode, nodeName), eq(fetchJobs.status, "ready"), eq(fetchJobs.seeding, true)));
+}
+
+/**
+ * The .torrent bytes of a job. Read through the libSQL client, not drizzle: without Node's Buffer
+ * (on Workers) drizzle's libSQL driver turns every ArrayBuffer it reads into a UTF-8 *string*
+ * (`normalizeFieldValue` in drizzle-orm/libsql/session.js), which destroys binary data.
+ */
+export async function torrentBytes(db: Database, jobId: string): Promise<Uint8Array | null> {
+  const rs = await db.$client.execute({ sql: "SELECT torrent FROM fetch_jobs WHERE id = ?", args: [jobId] });
+  const v = rs.rows[0]?.torrent;
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  return null;
+}
+
+/** Counts for health and metrics. */
+export async function queueDepth(db: Database): Promise<{ queued: number; running: number }> {
+  const rows = await db
+    .select({ status: fetchJobs.status, n: sql<number>`count(*)` })
+    .from(fetchJobs)
+    .where(inArray(fetchJobs.status, ["queued", "fetching", "packaging", "seeding"]))
+    .groupBy(fetchJobs.status);
+  let queued = 0;
+  let running = 0;
+  for (const r of rows) {
+    if (r.status === "queued") queued += Number(r.n);
+    else running += Number(r.n);
+  }
+  return { queued, running };
+}

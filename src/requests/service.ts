@@ -1,0 +1,264 @@
+/**
+ * What the API does with a caller's request: create (sharing a fetch with identical requests in
+ * flight, or answering from a ready result younger than `ttl`), read, and cancel.
+ */
+import { and, desc, eq, gte, inArray, isNull, sql } from "drizzle-orm";
+import type { Clock } from "../clock";
+import type { Database } from "../db";
+import { type FetchJob, fetchJobs, fetchRequests, type JobStatus } from "../db/schema";
+import { callbackInsert, outboxInserts } from "../webhooks/outbox";
+
+export interface NewRequest {
+  url: string;
+  method: string;
+  headers: Record<string, string> | null;
+  body: string | null;
+  ttl: number;
+  userId: string | null;
+  clientIp: string | null;
+  requestId: string | null;
+  maxAttempts: number;
+  /** Only nodes of this region / proxy pool may do the fetch. */
+  region?: string | null;
+  pool?: string | null;
+  /** Where to POST this request's webhook events (signed with WEBHOOK__SECRET). */
+  callbackUrl?: string | null;
+}
+
+export interface RequestView {
+  id: string;
+  status: JobStatus;
+  url: string;
+  method: string;
+  userId: string | null;
+  createdAt: number;
+  updatedAt: number;
+  completedAt: number | null;
+  infohash: string | null;
+  contentHash: string | null;
+  contentSize: number | null;
+  contentType: string | null;
+  errorMessage: string | null;
+  progress: number;
+  torrentName: string | null;
+  magnetLink: string | null;
+  jobId: string;
+  seedNode: string | null;
+  /** How the request was satisfied: a new fetch, a fetch already in flight, or a cached result. */
+  source?: "fetch" | "inflight" | "cache";
+}
+
+/** SHA-256 over (method, URL, headers, body): two requests with the same fingerprint are the same fetch. */
+export async function fingerprintOf(
+  r: Pick<NewRequest, "url" | "method" | "headers" | "body" | "region" | "pool">,
+) {
+  const headers = Object.entries(r.headers ?? {})
+    .map(([k, v]) => [k.toLowerCase(), v] as const)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const route = r.region || r.pool ? [r.region ?? null, r.pool ?? null] : [];
+  const canonical = JSON.stringify([r.method.toUpperCase(), r.url, headers, r.body ?? null, ...route]);
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(canonical));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export async function createRequest(db: Database, clock: Clock, input: NewRequest): Promise<RequestView> {
+  const fingerprint = await fingerprintOf(input);
+  const requestId = crypto.randomUUID();
+  // Each pass either links the request to a job or finds that the job it picked has just ended
+  // (cancelled/failed between the read and the link); a few passes always settle.
+  for (let pass = 0; pass < 5; pass++) {
+    const now = clock.now();
+    let job: FetchJob | undefined;
+    let source: RequestView["source"] = "fetch";
+    if (input.ttl > 0) {
+      job = (
+        await db
+          .select()
+          .from(fetchJobs)
+          .where(
+            and(
+              eq(fetchJobs.fingerprint, fingerprint),
+              eq(fetchJobs.status, "ready"),
+              eq(fetchJobs.seeding, true),
+              gte(fetchJobs.completedAt, now - input.ttl * 1000),
+            ),
+          )
+          .orderBy(desc(fetchJobs.completedAt))
+          .limit(1)
+      )[0];
+      if (job) source = "cache";
+    }
+    if (!job) {
+      const newId = crypto.randomUUID();
+      // The partial unique index on active fingerprints makes this a no-op when an identical
+      // fetch is already queued or running; then we join that one instead.
+      await db
+        .insert(fetchJobs)
+        .values({
+          id: newId,
+          fingerprint,
+          status: "queued",
+          progress: 0,
+          url: input.url,
+          method: input.method,
+          headers: input.headers,
+          body: input.body,
+          traceId: input.requestId,
+          region: input.region ?? null,
+          pool: input.pool ?? null,
+          maxAttempts: input.maxAttempts,
+          nextAttemptAt: now,
+          createdAt: now,
+          updatedAt: now,
+        })
+        .onConflictDoNothing();
+      job = (
+        await db
+          .select()
+          .from(fetchJobs)
+          .where(
+            and(
+              eq(fetchJobs.fingerprint, fingerprint),
+              inArray(fetchJobs.status, ["queued", "fetching", "packaging", "seeding"]),
+            ),
+          )
+          .limit(1)
+      )[0];
+      if (!job) continue; // it finished between the two statements; look again
+      source = job.id === newId ? "fetch" : "inflight";
+    }
+    // Link only while the job is still alive, in one statement, so a concurrent cancel of the
+    // job's last request cannot leave this new request attached to a cancelled job.
+    // The callback and, when the job is ready already (a cached result), `request.ready` are
+    // written in the same transaction, conditioned on the link having happened.
+    const [res] = await db.batch([
+      db.run(sql`
+      INSERT INTO fetch_requests (id, job_id, user_id, client_ip, url, method, ttl, request_id, created_at)
+      SELECT ${requestId}, ${job.id}, ${input.userId}, ${input.clientIp}, ${input.url}, ${input.method},
+             ${input.ttl}, ${input.requestId}, ${now}
+      WHERE EXISTS (SELECT 1 FROM fetch_jobs WHERE id = ${job.id} AND status NOT IN ('error', 'cancelled'))`),
+      ...(input.callbackUrl ? [callbackInsert(db, requestId, input.callbackUrl, now)] : []),
+      ...outboxInserts(db, "request.ready", now, sql`r.id = ${requestId} AND j.status = 'ready'`),
+    ]);
+    if (res.rowsAffected !== 1) continue;
+    const view = await getRequest(db, requestId);
+    if (!view) throw new Error("request vanished after insert");
+    return { ...view, source };
+  }
+  throw new Error("could not settle the request after several attempts (database very busy?)");
+}
+
+const viewColumns = {
+  id: fetchRequests.id,
+  cancelledAt: fetchRequests.cancelledAt,
+  url: fetchRequests.url,
+  method: fetchRequests.method,
+  userId: fetchRequests.userId,
+  createdAt: fetchRequests.createdAt,
+  jobId: fetchRequests.jobId,
+  jobStatus: fetchJobs.status,
+  updatedAt: fetchJobs.updatedAt,
+  completedAt: fetchJobs.completedAt,
+  infohash: fetchJobs.infohash,
+  contentHash: fetchJobs.contentHash,
+  contentSize: fetchJobs.contentSize,
+  contentType: fetchJobs.contentType,
+  errorMessage: fetchJobs.errorMessage,
+  progress: fetchJobs.progress,
+  torrentName: fetchJobs.torrentName,
+  magnetLink: fetchJobs.magnetLink,
+  seedNode: fetchJobs.seedNode,
+};
+
+type ViewRow = {
+  [K in keyof typeof viewColumns]: (typeof viewColumns)[K]["_"]["data"] | null;
+};
+
+function toView(r: ViewRow): RequestView {
+  const cancelled = r.cancelledAt != null;
+  const status = cancelled ? "cancelled" : (r.jobStatus as JobStatus);
+  const ready = status === "ready";
+  return {
+    id: r.id!,
+    status,
+    url: r.url!,
+    method: r.method!,
+    userId: r.userId,
+    createdAt: r.createdAt!,
+    // A request created after its job last changed (cache hit) was still updated "now".
+    updatedAt: Math.max(r.updatedAt ?? 0, r.createdAt ?? 0, r.cancelledAt ?? 0),
+    completedAt: ready ? r.completedAt : null,
+    infohash: r.infohash,
+    contentHash: r.contentHash,
+    contentSize: r.contentSize,
+    contentType: r.contentType,
+    errorMessage: r.errorMessage,
+    progress: r.progress ?? 0,
+    torrentName: r.torrentName,
+    magnetLink: r.magnetLink,
+    jobId: r.jobId!,
+    seedNode: r.seedNode,
+  };
+}
+
+export async function getRequest(db: Database, id: string): Promise<RequestView | null> {
+  const rows = await db
+    .select(viewColumns)
+    .from(fetchRequests)
+    .innerJoin(fetchJobs, eq(fetchJobs.id, fetchRequests.jobId))
+    .where(eq(fetchRequests.id, id))
+    .limit(1);
+  return rows[0] ? toView(rows[0]) : null;
+}
+
+export { torrentBytes as getTorrent } from "../jobs/queue";
+
+/**
+ * Cancel a request (any state, as in the original). When it was the job's last live request, the
+ * job is cancelled too: a queued or ready job at once (a ready one stops being seeded), a running
+ * one through `cancel_requested`, which its worker sees at its next heartbeat and aborts the fetch.
+ */
+export async function cancelRequest(db: Database, clock: Clock, id: string): Promise<boolean> {
+  const now = clock.now();
+  // `request.cancelled` only when this call is what cancels it, in the same transaction.
+  const [, , rows] = await db.batch([
+    ...outboxInserts(db, "request.cancelled", now, sql`r.id = ${id} AND r.cancelled_at IS NULL`),
+    db
+      .update(fetchRequests)
+      .set({ cancelledAt: sql`coalesce(${fetchRequests.cancelledAt}, ${now})` })
+      .where(eq(fetchRequests.id, id))
+      .returning({ jobId: fetchRequests.jobId }),
+  ]);
+  const jobId = rows[0]?.jobId;
+  if (!jobId) return false;
+  // NOT EXISTS is evaluated inside this one statement, so a request that joined the job a moment
+  // ago keeps it alive.
+  await db.run(sql`
+    UPDATE fetch_jobs
+       SET cancel_requested = 1,
+           seeding = 0,
+           status = CASE WHEN status IN ('queued', 'ready') THEN 'cancelled' ELSE status END,
+           updated_at = ${now}
+     WHERE id = ${jobId}
+       AND status NOT IN ('error', 'cancelled')
+       AND NOT EXISTS (SELECT 1 FROM fetch_requests WHERE job_id = ${jobId} AND cancelled_at IS NULL)`);
+  return true;
+}
+
+/** Requests of one owner (or all, for admins), newest first. */
+export async function listRequests(
+  db: Database,
+  opts: { userId: string | null | undefined; limit: number },
+): Promise<RequestView[]> {
+  const q = db
+    .select(viewColumns)
+    .from(fetchRequests)
+    .innerJoin(fetchJobs, eq(fetchJobs.id, fetchRequests.jobId));
+  const rows = await (opts.userId === undefined
+    ? q
+    : q.where(opts.userId === null ? isNull(fetchRequests.userId) : eq(fetchRequests.userId, opts.userId))
+  )
+    .orderBy(desc(fetchRequests.createdAt))
+    .limit(opts.limit);
+  return rows.map(toView);
+}

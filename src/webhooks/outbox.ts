@@ -1,0 +1,336 @@
+/**
+ * The webhook outbox, all in SQL.
+ *
+ * Writing: `outboxInserts` returns INSERT … SELECT statements that the code changing a status puts
+ * in the same `db.batch` (one transaction) as that change, placed BEFORE the status UPDATE and
+ * conditioned on the same predicate (e.g. the lease token), so the rows exist exactly when the
+ * change happens. One row per (event, destination): the request's `callback_url`, and every
+ * enabled endpoint of the request's owner whose filter takes the event. The JSON body is built
+ * in SQL at that moment and never changes afterwards.
+ *
+ * Delivering: nodes claim due rows with a lease and a fresh token (like jobs); every later write
+ * is fenced by that token, so a node whose lease ran out cannot overwrite the outcome of the node
+ * that claimed the row after it.
+ */
+import { and, eq, inArray, type SQL, sql } from "drizzle-orm";
+import type { Clock } from "../clock";
+import type { Database } from "../db";
+import {
+  type WebhookAttempt,
+  type WebhookDelivery,
+  type WebhookEventType,
+  webhookAttempts,
+  webhookDeliveries,
+} from "../db/schema";
+
+export interface DeliveryLease {
+  id: string;
+  leaseToken: string;
+}
+
+/** The `data.status` each event reports (the request's status as the API shows it). */
+const EVENT_STATUS: Record<WebhookEventType, string> = {
+  "request.ready": "ready",
+  "request.failed": "error",
+  "request.cancelled": "cancelled",
+};
+
+/**
+ * Outbox rows for `type`, one per destination of every request matched by `where`, an SQL
+ * condition over `r` (fetch_requests) joined with `j` (its fetch_jobs row). Put the returned
+ * statements in the status change's batch, before the UPDATE they report.
+ */
+export function outboxInserts(db: Database, type: WebhookEventType, now: number, where: SQL) {
+  const status = EVENT_STATUS[type];
+  const iso = new Date(now).toISOString();
+  // json_object keeps key order: the body reads as documented in docs/webhooks.md.
+  const columns = sql.raw(
+    "id, event_type, request_id, tenant, endpoint_id, url, payload, trace_id, status, attempts, next_attempt_at, created_at, updated_at",
+  );
+  const common = sql`'msg_' || lower(hex(randomblob(16))), ${type}, r.id, r.user_id`;
+  const rest = sql`json_object(
+        'type', ${type},
+        'timestamp', ${iso},
+        'data', json_object(
+          'id', r.id,
+          'status', ${status},
+          'infohash', j.infohash,
+          'magnet_link', CASE WHEN ${status} = 'ready' THEN j.magnet_link END,
+          'content_hash', j.content_hash,
+          'content_size', j.content_size,
+          'url', r.url)),
+      coalesce(r.request_id, j.trace_id), 'pending', 0, ${now}, ${now}, ${now}`;
+  const toCallback = db.run(sql`
+    INSERT INTO webhook_deliveries (${columns})
+    SELECT ${common}, NULL, c.url, ${rest}
+      FROM fetch_requests r
+      JOIN fetch_jobs j ON j.id = r.job_id
+      JOIN request_callbacks c ON c.request_id = r.id
+     WHERE ${where}`);
+  const toEndpoints = db.run(sql`
+    INSERT INTO webhook_deliveries (${columns})
+    SELECT ${common}, e.id, e.url, ${rest}
+      FROM fetch_requests r
+      JOIN fetch_jobs j ON j.id = r.job_id
+      JOIN webhook_endpoints e ON e.tenant IS r.user_id
+     WHERE e.disabled_at IS NULL
+       AND (e.events IS NULL OR EXISTS (SELECT 1 FROM json_each(e.events) WHERE json_each.value = ${type}))
+       AND (${where})`);
+  return [toCallback, toEndpoints] as const;
+}
+
+/** Record a request's `callback_url`, only if the request row exists (put after its INSERT). */
+export function callbackInsert(db: Database, requestId: string, url: string, now: number) {
+  return db.run(sql`
+    INSERT INTO request_callbacks (request_id, url, created_at)
+    SELECT ${requestId}, ${url}, ${now}
+     WHERE EXISTS (SELECT 1 FROM fetch_requests WHERE id = ${requestId})`);
+}
+
+// ---- delivering ----
+
+/** Due rows: pending ones whose time has come, and in-flight ones whose node stopped (lease expired). */
+function runnable(now: number, limit: number) {
+  return sql`SELECT d.id FROM webhook_deliveries d
+     WHERE ((d.status = 'pending' AND d.next_attempt_at <= ${now})
+         OR (d.status = 'delivering' AND d.lease_expires_at < ${now}))
+       AND (d.endpoint_id IS NULL
+         OR EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND e.disabled_at IS NULL))
+     ORDER BY d.next_attempt_at, d.id
+     LIMIT ${limit}`;
+}
+
+/**
+ * Claim up to `limit` due deliveries for `nodeName`. Deliveries whose lease expired get an
+ * `abandoned` line in the log first. Both statements run in one transaction and pick the same
+ * rows (same snapshot, deterministic order); SQLite has one writer at a time, so two nodes can
+ * never claim the same row, exactly as with jobs.
+ */
+export async function claimDeliveries(
+  db: Database,
+  clock: Clock,
+  opts: { nodeName: string; limit: number; leaseMs: number },
+): Promise<WebhookDelivery[]> {
+  const now = clock.now();
+  const [, claimed] = await db.batch([
+    db.run(sql`
+      INSERT INTO webhook_attempts (delivery_id, node_name, outcome, status_code, error, started_at, finished_at)
+      SELECT id, node_name, 'abandoned', NULL,
+             'The node sending this attempt stopped before it finished; the message was sent again',
+             coalesce(last_attempt_at, ${now}), ${now}
+        FROM webhook_deliveries
+       WHERE id IN (${runnable(now, opts.limit)}) AND status = 'delivering'`),
+    db
+      .update(webhookDeliveries)
+      .set({
+        status: "delivering",
+        nodeName: opts.nodeName,
+        leaseToken: sql`lower(hex(randomblob(16)))`,
+        leaseExpiresAt: now + opts.leaseMs,
+        attempts: sql`${webhookDeliveries.attempts} + 1`,
+        lastAttemptAt: now,
+        updatedAt: now,
+      })
+      .where(sql`${webhookDeliveries.id} IN (${runnable(now, opts.limit)})`)
+      .returning(),
+  ]);
+  return claimed;
+}
+
+export type AttemptOutcome =
+  | { outcome: "delivered"; statusCode: number }
+  | {
+      outcome: "retry";
+      statusCode: number | null;
+      error: string;
+      nextAttemptAt: number;
+    }
+  | {
+      outcome: "failed";
+      statusCode: number | null;
+      error: string;
+      /** Disable the delivery's endpoint too (410 Gone), failing its other pending deliveries. */
+      disableEndpoint?: string;
+    };
+
+/**
+ * Record the outcome of an attempt: a line in the log and the delivery's new state, in one
+ * transaction, fenced by the lease token. False when the lease was lost (another node owns the
+ * delivery now; nothing was written).
+ */
+export async function recordAttempt(
+  db: Database,
+  clock: Clock,
+  lease: DeliveryLease,
+  result: AttemptOutcome,
+): Promise<boolean> {
+  const now = clock.now();
+  const statusCode = result.statusCode;
+  const error = result.outcome === "delivered" ? null : result.error;
+  const held = sql`id = ${lease.id} AND lease_token = ${lease.leaseToken}`;
+  const log = db.run(sql`
+    INSERT INTO webhook_attempts (delivery_id, node_name, outcome, status_code, error, started_at, finished_at)
+    SELECT id, node_name, ${result.outcome}, ${statusCode}, ${error}, coalesce(last_attempt_at, ${now}), ${now}
+      FROM webhook_deliveries WHERE ${held}`);
+  const fenced = and(eq(webhookDeliveries.id, lease.id), eq(webhookDeliveries.leaseToken, lease.leaseToken));
+  const released = { leaseToken: null, leaseExpiresAt: null, lastStatusCode: statusCode, updatedAt: now };
+  const update =
+    result.outcome === "delivered"
+      ? db
+          .update(webhookDeliveries)
+          .set({ ...released, status: "delivered", deliveredAt: now, lastError: null })
+          .where(fenced)
+      : result.outcome === "retry"
+        ? db
+            .update(webhookDeliveries)
+            .set({ ...released, status: "pending", nextAttemptAt: result.nextAttemptAt, lastError: error })
+            .where(fenced)
+        : db
+            .update(webhookDeliveries)
+            .set({ ...released, status: "failed", lastError: error })
+            .where(fenced);
+  if (result.outcome === "failed" && result.disableEndpoint) {
+    const reason = result.disableEndpoint;
+    const endpoint = sql`(SELECT endpoint_id FROM webhook_deliveries WHERE ${held})`;
+    const res = await db.batch([
+      log,
+      db.run(sql`
+        UPDATE webhook_endpoints SET disabled_at = ${now}, disabled_reason = ${reason}, updated_at = ${now}
+         WHERE id = ${endpoint} AND disabled_at IS NULL`),
+      db.run(sql`
+        UPDATE webhook_deliveries
+           SET status = 'failed', last_error = ${`Endpoint disabled: ${reason}`}, updated_at = ${now}
+         WHERE endpoint_id = ${endpoint} AND status = 'pending'`),
+      update,
+    ]);
+    return res[3].rowsAffected === 1;
+  }
+  const res = await db.batch([log, update]);
+  return res[1].rowsAffected === 1;
+}
+
+/** Give a delivery back without counting the attempt (graceful shutdown). */
+export async function releaseDelivery(db: Database, clock: Clock, lease: DeliveryLease): Promise<boolean> {
+  const now = clock.now();
+  const res = await db
+    .update(webhookDeliveries)
+    .set({
+      status: "pending",
+      leaseToken: null,
+      leaseExpiresAt: null,
+      nextAttemptAt: now,
+      attempts: sql`max(0, ${webhookDeliveries.attempts} - 1)`,
+      updatedAt: now,
+    })
+    .where(and(eq(webhookDeliveries.id, lease.id), eq(webhookDeliveries.leaseToken, lease.leaseToken)));
+  return res.rowsAffected === 1;
+}
+
+/**
+ * When attempt number `attempt` (1-based) failed: the time of the next one, or null to give up.
+ * `delaysMs[i]` is the wait after attempt i+1. A receiver's Retry-After is honoured (never
+ * sooner than it asks, at most a day later than now) but does not add attempts.
+ */
+export function nextAttemptAt(
+  attempt: number,
+  delaysMs: readonly number[],
+  now: number,
+  retryAfterMs: number | null,
+): number | null {
+  if (attempt > delaysMs.length) return null;
+  const scheduled = delaysMs[attempt - 1] ?? 0;
+  const asked = retryAfterMs === null ? 0 : Math.min(retryAfterMs, MAX_RETRY_AFTER_MS);
+  return now + Math.max(scheduled, asked);
+}
+
+export const MAX_RETRY_AFTER_MS = 24 * 3600 * 1000;
+
+/** `Retry-After` as milliseconds from `now`: delay-seconds or an HTTP-date. Null when absent or invalid. */
+export function parseRetryAfter(value: string | null | undefined, now: number): number | null {
+  if (!value) return null;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  const at = Date.parse(v);
+  if (Number.isNaN(at)) return null;
+  return Math.max(0, at - now);
+}
+
+// ---- reading (the delivery log) and redelivering ----
+
+export interface DeliveryWithAttempts extends WebhookDelivery {
+  log: WebhookAttempt[];
+}
+
+async function withAttempts(db: Database, rows: WebhookDelivery[]): Promise<DeliveryWithAttempts[]> {
+  if (rows.length === 0) return [];
+  const attempts = await db
+    .select()
+    .from(webhookAttempts)
+    .where(
+      inArray(
+        webhookAttempts.deliveryId,
+        rows.map((r) => r.id),
+      ),
+    )
+    .orderBy(webhookAttempts.id);
+  const by = new Map<string, WebhookAttempt[]>();
+  for (const a of attempts) {
+    const list = by.get(a.deliveryId) ?? [];
+    list.push(a);
+    by.set(a.deliveryId, list);
+  }
+  return rows.map((r) => ({ ...r, log: by.get(r.id) ?? [] }));
+}
+
+export async function deliveriesForRequest(db: Database, requestId: string): Promise<DeliveryWithAttempts[]> {
+  const rows = await db
+    .select()
+    .from(webhookDeliveries)
+    .where(eq(webhookDeliveries.requestId, requestId))
+    .orderBy(webhookDeliveries.createdAt, webhookDeliveries.id);
+  return withAttempts(db, rows);
+}
+
+export async function deliveriesForEndpoint(
+  db: Database,
+  endpointId: string,
+  limit: number,
+): Promise<DeliveryWithAttempts[]> {
+  const rows = await db
+    .select()
+    .from(webhookDeliveries)
+    .where(eq(webhookDeliveries.endpointId, endpointId))
+    .orderBy(sql`${webhookDeliveries.createdAt} DESC`, sql`${webhookDeliveries.id} DESC`)
+    .limit(limit);
+  return withAttempts(db, rows);
+}
+
+export async function getDelivery(db: Database, id: string): Promise<DeliveryWithAttempts | null> {
+  const rows = await db.select().from(webhookDeliveries).where(eq(webhookDeliveries.id, id)).limit(1);
+  return (await withAttempts(db, rows))[0] ?? null;
+}
+
+/**
+ * Send a message again, with the same `webhook-id`, starting a fresh round of retries. A delivery
+ * that is being sent right now is left alone ("busy"); a pending one is simply made due now.
+ */
+export async function redeliver(
+  db: Database,
+  clock: Clock,
+  id: string,
+): Promise<"scheduled" | "busy" | "endpoint_disabled" | "not_found"> {
+  const now = clock.now();
+  const rows = await db.run(sql`
+    UPDATE webhook_deliveries
+       SET status = 'pending', attempts = 0, next_attempt_at = ${now}, updated_at = ${now}
+     WHERE id = ${id} AND status IN ('pending', 'delivered', 'failed')
+       AND (endpoint_id IS NULL
+         OR EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = endpoint_id AND e.disabled_at IS NULL))`);
+  if (rows.rowsAffected === 1) return "scheduled";
+  const found = await db
+    .select({ status: webhookDeliveries.status })
+    .from(webhookDeliveries)
+    .where(eq(webhookDeliveries.id, id));
+  if (!found[0]) return "not_found";
+  return found[0].status === "delivering" ? "busy" : "endpoint_disabled";
+}

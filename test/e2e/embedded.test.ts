@@ -1,0 +1,162 @@
+/**
+ * The embedded service as a user runs it (`bin/proxytorrent serve`, a real process), a loopback
+ * origin, and real BitTorrent clients: what `ready` promises is that a client given the .torrent
+ * downloads the origin's exact bytes.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { type BDict, bdecode, bencode, isDict, text } from "../../seeder/swarm/bencode";
+import { aria2Download, libtorrentDownload, sha256File, tmpDir } from "../support/clients";
+import { bytesRoute, type Origin, startOrigin } from "../support/origin";
+import { Service } from "../support/service";
+
+let origin: Origin;
+let svc: Service;
+const report = bytesRoute({ size: 3 * 1024 * 1024 + 12345, seed: 11, contentType: "application/json" });
+const shared = bytesRoute({ size: 2 * 1024 * 1024, seed: 12, contentType: "text/plain", chunkDelayMs: 5 });
+
+beforeAll(async () => {
+  origin = await startOrigin({ "/files/report.json": report, "/shared.txt": shared });
+  svc = await Service.start();
+});
+afterAll(async () => {
+  await svc?.stop();
+  await origin?.close();
+});
+
+async function saveTorrent(bytes: Uint8Array, name = "t.torrent"): Promise<string> {
+  const dir = await tmpDir("pt-torrent-");
+  const path = join(dir, name);
+  await writeFile(path, bytes);
+  return path;
+}
+
+describe("a request, end to end", () => {
+  let id: string;
+  let torrentPath: string;
+
+  test("POST, poll to ready: progress 100 and the origin's sha256 and size", async () => {
+    id = await svc.create({ url: origin.url("/files/report.json") });
+    const st = await svc.waitFor(id);
+    expect(st.error_message).toBeNull();
+    expect(st.status).toBe("ready");
+    expect(st.progress).toBe(100);
+    expect(st.content_hash).toBe(report.body.sha256());
+    expect(st.content_size).toBe(report.body.size);
+    expect(st.content_type).toBe("application/json");
+    expect(st.infohash).toMatch(/^[0-9a-f]{40}$/);
+    expect(st.completed_at).not.toBeNull();
+    torrentPath = await saveTorrent(await svc.torrent(id));
+  });
+
+  test("the .torrent is private, named after the URL, and names only this node's tracker and web seed", async () => {
+    const t = bdecode(await Bun.file(torrentPath).bytes()) as BDict;
+    const info = t.info as BDict;
+    expect(info.private).toBe(1);
+    expect(text(info.name)).toBe("report.json");
+    expect(text(t.announce)).toBe(`${svc.url}/announce`);
+    const urlList = t["url-list"];
+    const seeds = Array.isArray(urlList) ? urlList.map((u) => text(u)) : [text(urlList)];
+    expect(seeds).toEqual([`${svc.url}/webseed/${report.body.sha256()}/`]);
+  });
+
+  test("aria2c, through the built-in tracker, gets the right bytes", async () => {
+    const file = await aria2Download({ torrentPath, dir: await tmpDir("pt-aria2-"), timeoutMs: 60_000 });
+    expect(await sha256File(file)).toBe(report.body.sha256());
+  });
+
+  test("python3-libtorrent, connecting straight to the seeder, gets the right bytes", async () => {
+    const file = await libtorrentDownload({
+      torrentPath,
+      dir: await tmpDir("pt-lt-"),
+      connect: { host: "127.0.0.1", port: svc.torrentPort },
+      timeoutMs: 60_000,
+    });
+    expect(await sha256File(file)).toBe(report.body.sha256());
+  });
+
+  test("a torrent whose only source is the web seed downloads with aria2c", async () => {
+    const t = bdecode(await Bun.file(torrentPath).bytes()) as BDict;
+    delete t.announce;
+    delete t["announce-list"];
+    expect(isDict(t.info)).toBe(true);
+    const webOnly = await saveTorrent(bencode(t), "webseed-only.torrent");
+    const file = await aria2Download({
+      torrentPath: webOnly,
+      dir: await tmpDir("pt-ws-"),
+      timeoutMs: 60_000,
+    });
+    expect(await sha256File(file)).toBe(report.body.sha256());
+  });
+
+  test("the magnet link carries name, size and the URL-encoded tracker", async () => {
+    const res = await svc.api(`/v1/requests/${id}/magnet`);
+    expect(res.status).toBe(200);
+    const m = (await res.json()) as { magnet_link: string; infohash: string };
+    const st = await svc.status(id);
+    expect(m.infohash).toBe(st.infohash);
+    const params = new URLSearchParams(m.magnet_link.slice("magnet:?".length));
+    expect(params.get("xt")).toBe(`urn:btih:${st.infohash}`);
+    expect(params.get("dn")).toBe("report.json");
+    expect(params.get("xl")).toBe(String(report.body.size));
+    expect(params.get("tr")).toBe(`${svc.url}/announce`);
+    expect(m.magnet_link).toContain(`tr=${encodeURIComponent(`${svc.url}/announce`)}`);
+  });
+
+  test("the same URL again within its ttl is answered from the ready result without a fetch", async () => {
+    const before = origin.count("/files/report.json");
+    const again = await svc.create({ url: origin.url("/files/report.json") });
+    const st = await svc.status(again);
+    expect(st.status).toBe("ready");
+    expect(st.content_hash).toBe(report.body.sha256());
+    expect(origin.count("/files/report.json")).toBe(before);
+  });
+});
+
+describe("sharing one fetch", () => {
+  test("20 concurrent requests for the same URL cause exactly one fetch at the origin", async () => {
+    const ids = await Promise.all(
+      Array.from({ length: 20 }, () => svc.create({ url: origin.url("/shared.txt") })),
+    );
+    const done = await Promise.all(ids.map((i) => svc.waitFor(i)));
+    expect(done.map((d) => d.status)).toEqual(Array(20).fill("ready"));
+    expect(new Set(done.map((d) => d.infohash)).size).toBe(1);
+    expect(origin.count("/shared.txt")).toBe(1);
+  });
+});
+
+describe("the running service", () => {
+  test("health reports the database, queue, storage and seeding as healthy, runtime bun", async () => {
+    const res = await fetch(`${svc.url}/v1/health`);
+    expect(res.status).toBe(200);
+    const h = (await res.json()) as {
+      runtime: string;
+      checks: Record<string, { status: string; torrents?: number }>;
+    };
+    expect(h.runtime).toBe("bun");
+    for (const k of ["database", "task_queue", "storage", "seeding"])
+      expect(h.checks[k]?.status).toBe("healthy");
+    expect(h.checks.seeding!.torrents).toBeGreaterThanOrEqual(2);
+  });
+
+  test("pipeline log lines carry the job id and the caller's request id", async () => {
+    const res = await svc.api("/v1/requests", {
+      method: "POST",
+      headers: { "x-request-id": "trace-e2e-42" },
+      body: JSON.stringify({ url: origin.url("/files/report.json"), ttl: 0 }),
+    });
+    expect(res.headers.get("x-request-id")).toBe("trace-e2e-42");
+    const { id } = (await res.json()) as { id: string };
+    await svc.waitFor(id);
+    const lines = svc.output
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const pipeline = lines.filter((l) => l.request_id === "trace-e2e-42" && l.job_id);
+    expect(pipeline.map((l) => l.msg)).toEqual(
+      expect.arrayContaining(["fetch started", "fetch finished", "job ready"]),
+    );
+    expect(lines.some((l) => l.msg === "http request" && l.request_id === "trace-e2e-42")).toBe(true);
+  });
+});

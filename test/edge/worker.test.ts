@@ -1,0 +1,160 @@
+/**
+ * The real Worker (edge/worker.ts, bundled by wrangler) under the real workerd runtime, started the
+ * way `npm run dev:edge` starts it: a temp libSQL file is migrated, served over Hrana/HTTP by the
+ * dev server, and `wrangler dev` runs the Worker against it on 127.0.0.1. Nothing leaves loopback.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Client, createClient } from "@libsql/client";
+import { type EdgeDev, freePort, startEdgeDev } from "../../seeder/hrana/dev-edge";
+
+const TOKEN = "edge-test-token-0123456789";
+const OTHER_TOKEN = "edge-other-token-9876543210";
+const dir = mkdtempSync(join(tmpdir(), "pt-edge-"));
+const databaseUrl = `file:${join(dir, "edge.db")}`;
+let dev: EdgeDev | undefined;
+let direct: Client | undefined;
+
+beforeAll(async () => {
+  dev = await startEdgeDev({
+    databaseUrl,
+    port: await freePort(),
+    // A JSON list, as users write it: it must reach the Worker intact through wrangler's env file.
+    workerEnv: {
+      SECURITY__BEARER_TOKENS: JSON.stringify([TOKEN, OTHER_TOKEN]),
+      MONITORING__LOG_LEVEL: "WARNING",
+    },
+    stdio: "pipe",
+  });
+  direct = createClient({ url: databaseUrl });
+}, 120_000);
+
+afterAll(async () => {
+  direct?.close();
+  await dev?.stop();
+  rmSync(dir, { recursive: true, force: true });
+}, 30_000);
+
+const call = (path: string, init: RequestInit & { token?: string | null } = {}) => {
+  const headers = new Headers(init.headers);
+  const token = init.token === undefined ? TOKEN : init.token;
+  if (token) headers.set("authorization", `Bearer ${token}`);
+  if (init.body) headers.set("content-type", "application/json");
+  return fetch(`${dev!.url}${path}`, { ...init, headers });
+};
+
+describe("the Worker under workerd", () => {
+  test("given the Worker over the dev Hrana server, when /v1/health is asked, then it reports workerd, the database, and live nodes", async () => {
+    type Health = {
+      status: string;
+      runtime: string;
+      checks: Record<string, { status: string; live?: number }>;
+    };
+    // given no seeder node has ever sent a heartbeat: the API works, but nothing would fetch
+    let res = await call("/v1/health", { token: null });
+    let body = (await res.json()) as Health;
+    expect(res.status).toBe(503);
+    expect(body.runtime).toBe("workerd");
+    expect(body.checks.database!.status).toBe("healthy");
+    expect(body.checks.nodes!.status).toBe("unhealthy");
+    // when a node heartbeats into the shared database (as `proxytorrent seeder` does every 5 s)
+    const now = Date.now();
+    await direct!.execute({
+      sql: `INSERT INTO nodes (name, public_url, version, status, started_at, last_seen_at)
+            VALUES ('edge-test-node', 'http://127.0.0.1:1', '0.2.0', 'running', ?, ?)`,
+      args: [now, now],
+    });
+    // then the Worker sees it alive and reports healthy
+    res = await call("/v1/health", { token: null });
+    body = (await res.json()) as Health;
+    expect(res.status).toBe(200);
+    expect(body.status).toBe("healthy");
+    expect(body.checks.nodes!.live).toBe(1);
+  });
+
+  test("given no bearer token, when a request is created, then it is refused with 401", async () => {
+    const res = await call("/v1/requests", {
+      method: "POST",
+      body: JSON.stringify({ url: "http://example.test/no-token" }),
+      token: null,
+    });
+    expect(res.status).toBe(401);
+    const body = (await res.json()) as { detail: string };
+    expect(typeof body.detail).toBe("string");
+  });
+
+  test("given a valid token, when a request is created, then it is 201, lands in the shared file and reads back over the API", async () => {
+    // when
+    const res = await call("/v1/requests", {
+      method: "POST",
+      body: JSON.stringify({ url: "http://Example.TEST/edge-file" }),
+    });
+    // then: the API's answer
+    expect(res.status).toBe(201);
+    const created = (await res.json()) as { id: string; status: string };
+    expect(created.status).toBe("queued");
+
+    // then: the same row, read straight from the file a Bun node would open
+    const row = await direct!.execute({
+      sql: `SELECT r.id, r.url, r.client_ip, j.status AS job_status
+              FROM fetch_requests r JOIN fetch_jobs j ON j.id = r.job_id WHERE r.id = ?`,
+      args: [created.id],
+    });
+    expect(row.rows).toHaveLength(1);
+    expect(row.rows[0]!.url).toBe("http://example.test/edge-file");
+    expect(row.rows[0]!.job_status).toBe("queued");
+    expect(row.rows[0]!.client_ip).toBe("127.0.0.1"); // from CF-Connecting-IP, set by the runtime
+
+    // then: the status route
+    const status = await call(`/v1/requests/${created.id}`);
+    expect(status.status).toBe(200);
+    const s = (await status.json()) as { id: string; status: string; url: string };
+    expect(s).toMatchObject({ id: created.id, status: "queued", url: "http://example.test/edge-file" });
+  });
+
+  test("given a request id, when it is read without a token, then it is 401 and not its contents", async () => {
+    const res = await call("/v1/requests", {
+      method: "POST",
+      body: JSON.stringify({ url: "http://example.test/x" }),
+    });
+    const { id } = (await res.json()) as { id: string };
+    const anon = await call(`/v1/requests/${id}`, { token: null });
+    expect(anon.status).toBe(401);
+    expect(await anon.text()).not.toContain("example.test");
+  });
+
+  test("given two callers, when one asks for the other's request, then it is 404 (a caller sees only its own)", async () => {
+    const res = await call("/v1/requests", {
+      method: "POST",
+      body: JSON.stringify({ url: "http://example.test/mine" }),
+    });
+    const { id } = (await res.json()) as { id: string };
+    const theirs = await call(`/v1/requests/${id}`, { token: OTHER_TOKEN });
+    expect(theirs.status).toBe(404);
+    const own = await call("/v1/requests", {
+      method: "POST",
+      body: JSON.stringify({ url: "http://example.test/theirs" }),
+      token: OTHER_TOKEN,
+    });
+    expect(own.status).toBe(201);
+  });
+
+  test("given a row written by a node directly into the file, when the Worker is asked, then it sees it", async () => {
+    // given: a request created over the API, then moved on by "a node" writing the file directly
+    const res = await call("/v1/requests", {
+      method: "POST",
+      body: JSON.stringify({ url: "http://example.test/node" }),
+    });
+    const { id } = (await res.json()) as { id: string };
+    await direct!.execute({
+      sql: "UPDATE fetch_jobs SET status = 'fetching', progress = 10 WHERE id = (SELECT job_id FROM fetch_requests WHERE id = ?)",
+      args: [id],
+    });
+    // when
+    const status = (await (await call(`/v1/requests/${id}`)).json()) as { status: string; progress: number };
+    // then
+    expect(status).toMatchObject({ status: "fetching", progress: 10 });
+  });
+});
