@@ -94,6 +94,10 @@ export class Metrics {
       },
     });
     collectDefaultMetrics({ register: this.registry, prefix: "proxytorrent_process_" });
+    // Under Bun, perf_hooks' event-loop delay histogram never fills, and prom-client then prints
+    // "Nan", which is not valid exposition format (scrapers reject the whole page).
+    for (const name of this.registry.getMetricsAsArray().map((m) => m.name))
+      if (name.includes("eventloop_lag")) this.registry.removeSingleMetric(name);
   }
 
   async response(): Promise<Response> {

@@ -162,11 +162,8 @@ export class SeederNode {
       const entry = [...this.seeded.values()].find((s) => s.contentHash === hash);
       if (!entry) return new Response("Not seeded here\n", { status: 404 });
       const res = webSeedResponse(req, this.deps.store.pathFor(hash), entry.size, entry.name);
-      if (req.method === "GET" && res.status < 300)
-        this.deps.metrics?.uploadBytes.inc(
-          { via: "webseed" },
-          Number(res.headers.get("content-length") ?? 0),
-        );
+      if (req.method === "GET")
+        this.deps.metrics?.uploadBytes.inc({ via: "webseed" }, bodyLength(res, entry.size));
       return res;
     }
     return null;
@@ -428,6 +425,13 @@ export class SeederNode {
     await this.deps.swarm.unseed(infohash);
     this.deps.log.info("stopped seeding", { infohash });
   }
+}
+
+/** Bytes a web-seed response carries (Bun sets Content-Length itself for file slices). */
+function bodyLength(res: Response, size: number): number {
+  if (res.status === 200) return size;
+  const m = res.status === 206 ? /bytes (\d+)-(\d+)\//.exec(res.headers.get("content-range") ?? "") : null;
+  return m ? Number(m[2]) - Number(m[1]) + 1 : 0;
 }
 
 /** Log URLs without query strings or credentials (they often carry tokens). */

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { freePort, startEdgeDev } from "../../seeder/hrana/dev-edge";
 import { aria2Download, sha256File, tmpDir } from "../support/clients";
 import { bytesRoute, startOrigin } from "../support/origin";
+import { parsePrometheus } from "../support/prometheus";
 import { Service, TOKEN } from "../support/service";
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -140,6 +141,14 @@ describe("several nodes", () => {
     expect(readyOn(a) + readyOn(b)).toBe(24);
     expect(readyOn(a)).toBeGreaterThan(0);
     expect(readyOn(b)).toBeGreaterThan(0);
+    // each node's own HTTP port serves its metrics, and they agree with what it logged
+    for (const n of [a, b]) {
+      const page = await (await fetch(`http://127.0.0.1:${n.env.NODE__HTTP_PORT}/metrics`)).text();
+      const ready = parsePrometheus(page)
+        .get("proxytorrent_requests_total")!
+        .samples.find((x) => x.labels.status === "ready");
+      expect(ready?.value).toBe(readyOn(n));
+    }
     // every torrent downloads from whichever node holds it (a few at a time)
     for (let i = 0; i < ids.length; i += 6) {
       const batch = ids.slice(i, i + 6);
