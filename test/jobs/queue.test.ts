@@ -62,6 +62,24 @@ describe("claiming", () => {
   });
 });
 
+describe("routing", () => {
+  test("a job asking for a region or pool is claimed only by a matching node; unrouted jobs by anyone", async () => {
+    const t = await tempDatabase();
+    const clock = manualClock();
+    const eu = await createRequest(t.db, clock, { ...base, url: "http://o.test/r", region: "eu" });
+    const pool = await createRequest(t.db, clock, { ...base, url: "http://o.test/r", pool: "residential" });
+    const any = await createRequest(t.db, clock, { ...base, url: "http://o.test/r" });
+    expect(new Set([eu.jobId, pool.jobId, any.jobId]).size).toBe(3); // routing is part of the fetch's identity
+    const claim = (region: string | null, poolName: string | null) =>
+      claimJobs(t.db, clock, { nodeName: "n", limit: 10, leaseMs: 30_000, region, pool: poolName });
+    expect((await claim("us", null)).map((j) => j.id)).toEqual([any.jobId]);
+    expect(await claim(null, null)).toEqual([]);
+    expect((await claim("eu", null)).map((j) => j.id)).toEqual([eu.jobId]);
+    expect((await claim(null, "residential")).map((j) => j.id)).toEqual([pool.jobId]);
+    t.client.close();
+  });
+});
+
 describe("failures", () => {
   test("transient failures retry with backoff, then end in error with a readable message", async () => {
     const t = await tempDatabase();
