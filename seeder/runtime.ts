@@ -2,6 +2,7 @@
  * Wiring for the Bun processes: the embedded service (API + node in one process, the default),
  * the API alone, and a node alone. Each is a function that returns a handle with `stop()`.
  */
+import { readFileSync } from "node:fs";
 import type { Server } from "bun";
 import { createApp } from "../src/api/app";
 import { hasActiveApiKeys } from "../src/auth/keys";
@@ -103,7 +104,15 @@ function buildNode(
   let node: SeederNode | null = null;
   const tracker = createTracker({ isAllowed: (infohash) => node?.isSeeding(infohash) ?? false });
   const swarm = new Swarm(config);
-  const fetcher = createFetcher({ config, store });
+  const fetcher = createFetcher({
+    config,
+    store,
+    limits: {
+      maxResumes: config.fetcher.maxResumes,
+      maxDecompressionRatio: config.fetcher.maxDecompressionRatio,
+    },
+    tlsCa: config.fetcher.caFile ? readFileSync(config.fetcher.caFile, "utf8") : undefined,
+  });
   node = new SeederNode({
     config,
     db,

@@ -125,8 +125,12 @@ export const DEFAULT_MIME_WHITELIST = [
   "image/*",
 ];
 
-/** The Standard Webhooks retry schedule, in seconds after each failed attempt (about three days). */
-export const DEFAULT_WEBHOOK_RETRY_DELAYS = [5, 300, 1800, 7200, 18000, 36000, 36000];
+/**
+ * The Standard Webhooks retry schedule (5 s, 5 min, 30 min, 2 h, 5 h, then every 10 h), in seconds
+ * after each failed attempt: the last retry comes about 3.2 days after the first attempt, so a
+ * receiver down for three days still gets its events.
+ */
+export const DEFAULT_WEBHOOK_RETRY_DELAYS = [5, 300, 1800, 7200, 18000, ...Array<number>(7).fill(36000)];
 
 export const SETTINGS = {
   APP_NAME: s(text, "ProxyTorrent", "Service name shown by `GET /` and the API docs."),
@@ -216,6 +220,13 @@ export const SETTINGS = {
   FETCHER__MAX_ATTEMPTS: s(int(1, 100), 3, "Attempts per job for transient failures (with backoff)."),
   FETCHER__URL_ALLOWLIST: s(list, [] as string[], "If set, only these host patterns may be fetched."),
   FETCHER__URL_DENYLIST: s(list, [] as string[], "Host patterns that may never be fetched."),
+  FETCHER__MAX_RESUMES: s(int(0, 100), 3, "Times an interrupted body is resumed with Range (or restarted)."),
+  FETCHER__MAX_DECOMPRESSION_RATIO: s(
+    int(2, 100000),
+    200,
+    "Decoded/encoded size beyond which a body is a bomb.",
+  ),
+  FETCHER__CA_FILE: opt(text, "PEM file of CA certificates to trust instead of the system's (private CAs)."),
 
   EGRESS__ALLOW_PRIVATE_NETWORKS: s(
     bool,
@@ -283,7 +294,7 @@ export const SETTINGS = {
   WEBHOOK__RETRY_DELAYS: s(
     list,
     DEFAULT_WEBHOOK_RETRY_DELAYS.map(String),
-    "Seconds to wait before each retry of a failed webhook (comma-separated; default about three days: 5s, 5m, 30m, 2h, 5h, 10h, 10h).",
+    "Seconds before each retry of a failed webhook (comma-separated; default 5s, 5m, 30m, 2h, 5h, then 10h seven times: about 3.2 days).",
   ),
   WEBHOOK__TIMEOUT: s(int(1, 300), 15, "Seconds a webhook receiver has to answer one attempt."),
 
@@ -468,6 +479,9 @@ export interface Config {
     maxAttempts: number;
     urlAllowlist: string[];
     urlDenylist: string[];
+    maxResumes: number;
+    maxDecompressionRatio: number;
+    caFile?: string;
   };
   egress: { allowPrivateNetworks: boolean };
   torrent: {
@@ -607,6 +621,9 @@ export function loadConfig(env: Env): Config {
       maxAttempts: r.FETCHER__MAX_ATTEMPTS,
       urlAllowlist: r.FETCHER__URL_ALLOWLIST,
       urlDenylist: r.FETCHER__URL_DENYLIST,
+      maxResumes: r.FETCHER__MAX_RESUMES,
+      maxDecompressionRatio: r.FETCHER__MAX_DECOMPRESSION_RATIO,
+      caFile: r.FETCHER__CA_FILE,
     },
     egress: { allowPrivateNetworks: r.EGRESS__ALLOW_PRIVATE_NETWORKS },
     torrent: {
