@@ -284,6 +284,10 @@ export class SeederNode {
         }))
       )
         return this.lostLease(log);
+      if (got.size === 0)
+        throw new FetchError("bad_response", "The origin sent an empty body: there is nothing to share", {
+          transient: false,
+        });
       if (!(await advance(db, clock, lease, { status: "packaging", progress: 50 })))
         return this.lostLease(log);
 

@@ -102,8 +102,11 @@ function buildNode(
 ): SeederNode {
   const store = new ContentStore(config.storage.basePath);
   let node: SeederNode | null = null;
-  const tracker = createTracker({ isAllowed: (infohash) => node?.isSeeding(infohash) ?? false });
   const swarm = new Swarm(config);
+  const tracker = createTracker({
+    isAllowed: (infohash) => node?.isSeeding(infohash) ?? false,
+    self: () => ({ peerIdHex: swarm.peerId, ip: config.node.announceIp }),
+  });
   const fetcher = createFetcher({
     config,
     store,

@@ -86,7 +86,8 @@ export async function createTorrentFile(opts: CreateTorrentFileOptions): Promise
         private: opts.private,
         // Always explicit: without announceList create-torrent adds 8 public trackers.
         announceList: opts.announce.map((url) => [url]),
-        urlList: [...opts.urlList],
+        // Omitted when empty rather than written as an empty list.
+        urlList: opts.urlList.length ? [...opts.urlList] : undefined,
         createdBy: opts.createdBy,
         creationDate: opts.creationDate ?? new Date(),
       },

@@ -22,6 +22,12 @@ export interface TrackerOptions {
   isAllowed: (infohashHex: string) => boolean;
   /** Re-announce interval we ask clients for, in seconds (default 300). */
   intervalSeconds?: number;
+  /**
+   * This node's own seeder: announces carrying its peer id are recorded at `ip` instead of the
+   * address they came from. The seeder announces to its own public URL, often over loopback or a
+   * private interface; peers elsewhere must be told where they can actually reach it.
+   */
+  self?: () => { peerIdHex: string | null; ip: string | null };
 }
 
 export interface Tracker {
@@ -95,6 +101,12 @@ function lastSegment(pathname: string): string {
   return pathname.slice(i + 1);
 }
 
+/** The announcer's binary `peer_id` as lowercase hex (null when absent or malformed). */
+function peerIdIn(search: string): string | null {
+  const raw = parseQuery(search, "&", "=", { decodeURIComponent: unescape })["peer_id"];
+  return typeof raw === "string" && raw.length === 20 ? Buffer.from(raw, "latin1").toString("hex") : null;
+}
+
 /** Binary `info_hash` values (latin1 strings after unescape) as lowercase hex. */
 function infohashesIn(search: string): string[] | null {
   // Same decoding as bittorrent-tracker (lib/common-node.js): `unescape`, not decodeURIComponent,
@@ -158,14 +170,24 @@ export function createTracker(opts: TrackerOptions): Tracker {
       return failure("unknown torrent");
     }
 
+    let recordedAddress = remoteAddress;
+    const self = opts.self?.();
+    if (
+      action === "announce" &&
+      self?.ip &&
+      self.peerIdHex &&
+      peerIdIn(url.search.slice(1)) === self.peerIdHex
+    )
+      recordedAddress = self.ip;
+
     const body = await new Promise<Uint8Array<ArrayBuffer> | string>((resolve) => {
       // Just the parts of node's IncomingMessage/ServerResponse that onHttpRequest and
       // lib/server/parse-http.js touch.
       const fakeReq = {
         url: `/${action}${url.search}`,
         headers: Object.fromEntries(req.headers),
-        connection: { remoteAddress },
-        socket: { remoteAddress },
+        connection: { remoteAddress: recordedAddress },
+        socket: { remoteAddress: recordedAddress },
       };
       const fakeRes = {
         end: (b?: Uint8Array | string) =>

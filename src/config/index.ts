@@ -265,6 +265,10 @@ export const SETTINGS = {
     v.pipe(text, v.regex(/^[A-Za-z0-9._-]{1,64}$/, "expected 1-64 letters, digits, . _ -")),
     "Proxy pool this node belongs to; requests asking for it go only to such nodes.",
   ),
+  NODE__ANNOUNCE_IP: opt(
+    v.pipe(text, v.ip("expected an IPv4 or IPv6 address")),
+    "Address the tracker hands out for this node's seeder. Default: NODE__PUBLIC_URL's host if it is an IP, else the address its announces come from.",
+  ),
   NODE__LEASE_SECONDS: s(
     int(5, 3600),
     30,
@@ -498,6 +502,7 @@ export interface Config {
     publicUrl: string;
     region: string | null;
     pool: string | null;
+    announceIp: string | null;
     leaseSeconds: number;
     concurrency: number;
     pollIntervalMs: number;
@@ -639,6 +644,7 @@ export function loadConfig(env: Env): Config {
       httpPort: r.NODE__HTTP_PORT,
       publicUrl: r.NODE__PUBLIC_URL ?? `http://${hostForUrl}:${nodePort}`,
       region: r.NODE__REGION ?? null,
+      announceIp: r.NODE__ANNOUNCE_IP ?? ipHostOf(r.NODE__PUBLIC_URL ?? `http://${hostForUrl}:${nodePort}`),
       pool: r.NODE__POOL ?? null,
       leaseSeconds: r.NODE__LEASE_SECONDS,
       concurrency: r.NODE__CONCURRENCY,
@@ -663,6 +669,12 @@ export function loadConfig(env: Env): Config {
       metricsEnabled: r.MONITORING__METRICS_ENABLED,
     },
   };
+}
+
+/** The host of a URL when it is an IP literal (brackets removed), else null. */
+function ipHostOf(url: string): string | null {
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, "");
+  return v.is(v.pipe(v.string(), v.ip()), host) ? host : null;
 }
 
 /** `socks5h://user:p%40ss@host:1080` -> ProxyConfig, with credentials percent-decoded. */

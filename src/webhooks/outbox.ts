@@ -112,6 +112,9 @@ export async function claimDeliveries(
   opts: { nodeName: string; limit: number; leaseMs: number },
 ): Promise<WebhookDelivery[]> {
   const now = clock.now();
+  // A plain read first: an idle node polling must not take the write lock every time.
+  const due = await db.all(sql`${runnable(now, 1)}`);
+  if (due.length === 0) return [];
   const [, claimed] = await db.batch([
     db.run(sql`
       INSERT INTO webhook_attempts (delivery_id, node_name, outcome, status_code, error, started_at, finished_at)

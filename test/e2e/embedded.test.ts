@@ -61,8 +61,21 @@ describe("a request, end to end", () => {
     expect(seeds).toEqual([`${svc.url}/webseed/${report.body.sha256()}/`]);
   });
 
-  test("aria2c, through the built-in tracker, gets the right bytes", async () => {
-    const file = await aria2Download({ torrentPath, dir: await tmpDir("pt-aria2-"), timeoutMs: 60_000 });
+  test("aria2c, through the built-in tracker, gets the right bytes over BitTorrent", async () => {
+    // Without the url-list, the only way to the bytes is a peer found through our tracker.
+    const t = bdecode(await Bun.file(torrentPath).bytes()) as BDict;
+    delete t["url-list"];
+    const trackerOnly = await saveTorrent(bencode(t), "tracker-only.torrent");
+    const file = await aria2Download({
+      torrentPath: trackerOnly,
+      dir: await tmpDir("pt-aria2-"),
+      timeoutMs: 60_000,
+    });
+    expect(await sha256File(file)).toBe(report.body.sha256());
+  });
+
+  test("aria2c with the .torrent as served (tracker and web seed) gets the right bytes", async () => {
+    const file = await aria2Download({ torrentPath, dir: await tmpDir("pt-aria2-both-"), timeoutMs: 60_000 });
     expect(await sha256File(file)).toBe(report.body.sha256());
   });
 

@@ -19,6 +19,7 @@ beforeAll(async () => {
     "/gone": statusRoute(404),
     "/stall": bytesRoute({ size: 100_000, seed: 4, contentType: "text/plain", stallAfter: 10 }),
     "/ok": textRoute("hello", { contentType: "text/plain" }),
+    "/empty": textRoute("", { contentType: "text/plain" }),
   });
   svc = await Service.start({
     env: {
@@ -60,6 +61,10 @@ describe("origins that must not become torrents", () => {
 
   test("an origin that stops sending times out", async () => {
     expect(await failsWith("/stall")).toMatch(/sent nothing for 1 s/);
+  });
+
+  test("an empty body is an error, not an empty torrent", async () => {
+    expect(await failsWith("/empty")).toBe("The origin sent an empty body: there is nothing to share");
   });
 
   test("nothing half-written is left in the store", async () => {

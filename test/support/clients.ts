@@ -10,7 +10,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream, rmSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, stat } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,6 +18,8 @@ import { decodeTorrent, text } from "../../seeder/swarm/bencode";
 
 const children = new Set<ChildProcess>();
 const tempDirs = new Set<string>();
+// For plain `bun script.ts` runs. bun test (1.4.5) fires neither 'exit' nor 'beforeExit' (checked),
+// so test files call removeTmpDirs() in afterAll; bun test itself kills dangling child processes.
 process.once("exit", () => {
   for (const c of children) c.kill("SIGKILL");
   if (process.env.KEEP_TMP !== "1") for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
@@ -42,6 +44,14 @@ export async function tmpDir(prefix = "pt-test-"): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   tempDirs.add(dir);
   return dir;
+}
+
+/** Remove every directory tmpDir() made so far in this process (KEEP_TMP=1 keeps them). */
+export async function removeTmpDirs(): Promise<void> {
+  if (process.env.KEEP_TMP === "1") return;
+  const dirs = [...tempDirs];
+  tempDirs.clear();
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
 }
 
 export async function sha256File(path: string): Promise<string> {

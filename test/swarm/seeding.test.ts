@@ -6,7 +6,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { Swarm } from "../../seeder/swarm/swarm";
-import { aria2Download, freePort, libtorrentDownload, sha256File, tmpDir } from "../support/clients";
+import {
+  aria2Download,
+  freePort,
+  libtorrentDownload,
+  removeTmpDirs,
+  sha256File,
+  tmpDir,
+} from "../support/clients";
 import {
   type Content,
   type NodeHttp,
@@ -65,6 +72,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await swarm?.stop();
   await node?.close();
+  await removeTmpDirs();
 }, TEST_LIMIT);
 
 describe("given a blob seeded under a torrent name that differs from its CAS file name", () => {

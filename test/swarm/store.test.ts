@@ -2,11 +2,11 @@
  * CasBlobStore as webtorrent drives it: whole pieces and 16 KiB blocks straight from the blob,
  * a short last piece, errors for bad requests and writes, and a blob that survives destroy().
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { stat, truncate } from "node:fs/promises";
 import { CasBlobStore } from "../../seeder/swarm/store";
-import { tmpDir } from "../support/clients";
+import { removeTmpDirs, tmpDir } from "../support/clients";
 import { writeCasBlob } from "../support/seeder-fixture";
 
 const PIECE = 64 * 1024;
@@ -14,6 +14,7 @@ const stores: CasBlobStore[] = [];
 afterEach(async () => {
   for (const s of stores.splice(0)) await new Promise<void>((r) => s.close(() => r()));
 });
+afterAll(removeTmpDirs);
 
 async function setup(size: number, opts: { cacheBytes?: number } = {}) {
   const bytes = randomBytes(size);

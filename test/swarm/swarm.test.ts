@@ -3,11 +3,11 @@
  * connection cap, and announcing until the tracker accepts us (the node re-seeds before its HTTP
  * server, i.e. our tracker, listens).
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { connect, createServer, type Socket } from "node:net";
 import { Swarm } from "../../seeder/swarm/swarm";
-import { freePort, libtorrentDownload, sha256File, tmpDir } from "../support/clients";
+import { freePort, libtorrentDownload, removeTmpDirs, sha256File, tmpDir } from "../support/clients";
 import { randomContent, saveTorrent, startNodeHttp } from "../support/seeder-fixture";
 
 /** bun's default per-test limit is 5 s and bunfig's `[test] timeout` is ignored by bun 1.4.5. */
@@ -17,6 +17,7 @@ const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
+afterAll(removeTmpDirs);
 
 async function startSwarm(maxConnections = 50, listenPort = 0): Promise<Swarm> {
   const swarm = new Swarm({ torrent: { listenPort, maxConnections, uploadRateLimit: 0 } });

@@ -2,7 +2,7 @@
  * Making torrents: deterministic infohashes, exactly the trackers and web seeds asked for (never
  * create-torrent's public defaults), piece length choice, magnet links and safe names.
  */
-import { describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { type BDict, bdecode, decodeTorrent, text } from "../../seeder/swarm/bencode";
 import {
@@ -11,8 +11,10 @@ import {
   magnetFor,
   torrentNameFromUrl,
 } from "../../seeder/swarm/torrent";
-import { tmpDir } from "../support/clients";
+import { removeTmpDirs, tmpDir } from "../support/clients";
 import { writeCasBlob } from "../support/seeder-fixture";
+
+afterAll(removeTmpDirs);
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

@@ -176,3 +176,27 @@ describe("given an allowed infohash with a seeder", () => {
     expect(res.status).toBe(404);
   });
 });
+
+describe("the node's own seeder", () => {
+  test("is handed out at NODE__ANNOUNCE_IP, not at the address its announce came from", async () => {
+    // 192.0.2.0/24 is a documentation range: it only appears in tracker data here, nothing connects.
+    const seederId = randomBytes(20).toString("hex");
+    const set = new Set([INFOHASH]);
+    tracker = createTracker({
+      isAllowed: (h) => set.has(h),
+      self: () => ({ peerIdHex: seederId, ip: "192.0.2.10" }),
+    });
+    await announce(tracker, "127.0.0.1", { peerId: seederId, port: 6881, left: 0, event: "started" });
+    const other = await announce(tracker, "127.0.0.1", {
+      peerId: randomBytes(20).toString("hex"),
+      port: 7000,
+    });
+    expect(compactPeers(other.peers)).toEqual(["192.0.2.10:6881"]);
+    // anyone else is still recorded where their announce came from
+    const third = await announce(tracker, "127.0.0.1", {
+      peerId: randomBytes(20).toString("hex"),
+      port: 7001,
+    });
+    expect(compactPeers(third.peers).sort()).toEqual(["127.0.0.1:7000", "192.0.2.10:6881"]);
+  });
+});

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import type { Server } from "bun";
 import { parseRange, webSeedHash, webSeedResponse, webSeedUrl } from "../../seeder/swarm/webseed";
-import { tmpDir } from "../support/clients";
+import { removeTmpDirs, tmpDir } from "../support/clients";
 import { writeCasBlob } from "../support/seeder-fixture";
 
 const SIZE = 100_000;
@@ -24,7 +24,10 @@ beforeAll(async () => {
   });
   base = `http://127.0.0.1:${server.port}/webseed/${blob.sha256}/x`;
 });
-afterAll(() => server?.stop(true));
+afterAll(async () => {
+  server?.stop(true);
+  await removeTmpDirs();
+});
 
 async function get(headers: Record<string, string> = {}, method = "GET") {
   const res = await fetch(base, { method, headers });

@@ -51,7 +51,10 @@ export async function startReceiver(path = "/hook"): Promise<Receiver> {
       received.push({ path: new URL(req.url).pathname, headers, body: await req.text() });
       const a = answers.shift() ?? 204;
       if (a === "hold") {
-        await new Promise<void>((resolve) => req.signal.addEventListener("abort", () => resolve()));
+        await new Promise<void>((resolve) => {
+          if (req.signal.aborted) return resolve();
+          req.signal.addEventListener("abort", () => resolve(), { once: true });
+        });
         released++;
         return new Response(null, { status: 500 });
       }

@@ -96,14 +96,7 @@ describe("callback_url, end to end", () => {
     const got = await rx.waitFor(3);
     expect(new Set(got.map((g) => g.headers["webhook-id"])).size).toBe(1);
     for (const g of got) expect((wh.verify(g.body, g.headers) as any).data.id).toBe(id);
-    let d: any;
-    await until(() => d?.status === "delivered", "the delivery to be recorded", 30_000).catch(() => {});
-    for (let i = 0; i < 100 && d?.status !== "delivered"; i++) {
-      d = ((await (await svc.api(`/v1/requests/${id}/webhooks`)).json()) as { deliveries: any[] })
-        .deliveries[0];
-      if (d?.status !== "delivered") await Bun.sleep(50);
-    }
-    expect(d.status).toBe("delivered");
+    const d = await deliveryOnce(id, "delivered");
     expect(d.log.map((a: any) => a.status_code)).toEqual([500, 500, 204]);
   });
 
@@ -137,13 +130,7 @@ describe("a node killed mid-delivery", () => {
       status: "ready",
       content_hash: third.body.sha256(),
     });
-    let d: any;
-    for (let i = 0; i < 200 && d?.status !== "delivered"; i++) {
-      d = ((await (await svc.api(`/v1/requests/${id}/webhooks`)).json()) as { deliveries: any[] })
-        .deliveries[0];
-      if (d?.status !== "delivered") await Bun.sleep(50);
-    }
-    expect(d.status).toBe("delivered");
+    const d = await deliveryOnce(id, "delivered");
     expect(d.log.map((a: any) => a.outcome)).toEqual(["abandoned", "delivered"]);
   });
 });

@@ -96,6 +96,15 @@ export function requestRoutes(deps: AppDeps) {
     if (r.status !== "ready") throw new ApiError(400, `Request not ready (status: ${r.status})`);
   }
 
+  // callback_url: refused destinations (literal private addresses, internal names) are 422 at once.
+  const webhookPolicy = webhookEgressPolicy(config);
+  function checkCallbackUrl(url: string) {
+    const refusal = webhookUrlRefusal(url, webhookPolicy);
+    if (refusal) throw fieldError("callback_url", refusal, url);
+    if (config.webhook.secrets.length === 0)
+      throw fieldError("callback_url", "callback_url needs WEBHOOK__SECRET to be set on this service", url);
+  }
+
   app.post(
     "/",
     describeRoute({
@@ -115,12 +124,12 @@ export function requestRoutes(deps: AppDeps) {
       if (!result.success) {
         return c.json({ detail: validationDetail(result.error as readonly v.BaseIssue<unknown>[]) }, 422);
       }
+      if (result.data.callback_url) checkCallbackUrl(result.data.callback_url);
     }),
     // After validation, as in the original: invalid input is answered 422 without using quota.
     rateLimitCreates(deps),
     async (c) => {
       const input = c.req.valid("json");
-      if (input.callback_url) checkCallbackUrl(input.callback_url);
       const headers = input.headers
         ? Object.fromEntries(
             Object.entries(input.headers).filter(([k]) => !DROPPED_HEADERS.has(k.toLowerCase())),
@@ -152,14 +161,6 @@ export function requestRoutes(deps: AppDeps) {
       );
     },
   );
-
-  const webhookPolicy = webhookEgressPolicy(config);
-  function checkCallbackUrl(url: string) {
-    const refusal = webhookUrlRefusal(url, webhookPolicy);
-    if (refusal) throw fieldError("callback_url", refusal, url);
-    if (config.webhook.secrets.length === 0)
-      throw fieldError("callback_url", "callback_url needs WEBHOOK__SECRET to be set on this service", url);
-  }
 
   app.get(
     "/:id/webhooks",

@@ -1,17 +1,3 @@
-CREATE TABLE `nodes` (
-	`name` text PRIMARY KEY NOT NULL,
-	`public_url` text NOT NULL,
-	`region` text,
-	`pool` text,
-	`version` text NOT NULL,
-	`status` text NOT NULL,
-	`started_at` integer NOT NULL,
-	`last_seen_at` integer NOT NULL,
-	`active_jobs` integer DEFAULT 0 NOT NULL,
-	`torrents_seeding` integer DEFAULT 0 NOT NULL
-);
---> statement-breakpoint
-CREATE INDEX `nodes_last_seen` ON `nodes` (`last_seen_at`);--> statement-breakpoint
 CREATE TABLE `request_callbacks` (
 	`request_id` text PRIMARY KEY NOT NULL,
 	`url` text NOT NULL,
@@ -74,6 +60,4 @@ CREATE TABLE `webhook_endpoints` (
 	`updated_at` integer NOT NULL
 );
 --> statement-breakpoint
-CREATE INDEX `webhook_endpoints_tenant` ON `webhook_endpoints` (`tenant`);--> statement-breakpoint
-ALTER TABLE `fetch_jobs` ADD `region` text;--> statement-breakpoint
-ALTER TABLE `fetch_jobs` ADD `pool` text;
+CREATE INDEX `webhook_endpoints_tenant` ON `webhook_endpoints` (`tenant`);
