@@ -28,6 +28,7 @@ import { ApiError } from "../errors";
 export type { Principal } from "../../auth/principal";
 
 const GENERIC_401 = "Invalid or missing authentication";
+const CLEAN_VERDICT_MS = 1000;
 
 const unauthorized = (detail = GENERIC_401) => new ApiError(401, detail, { "WWW-Authenticate": "Bearer" });
 
@@ -42,6 +43,10 @@ export function auth(deps: Pick<AppDeps, "db" | "clock" | "config" | "log">): Mi
     sec.bearerTokens.map((t) => [t, sha256Hex(t).then((h) => `token:${h.slice(0, 16)}`)]),
   );
 
+  // "This IP is not locked out", remembered for a moment so a busy client does not cost a database
+  // read per request. A failure here forgets it at once; failures counted by other processes show
+  // up here at most CLEAN_VERDICT_MS late.
+  const cleanUntil = new Map<string, number>();
   const failureBucket = (ip: string | null): Bucket => ({
     name: `authfail:ip:${ipBucket(ip)}`,
     limit: config.rateLimit.authFailuresPerIpMinute,
@@ -126,19 +131,25 @@ export function auth(deps: Pick<AppDeps, "db" | "clock" | "config" | "log">): Mi
     }
     const ip = c.get("clientIp") ?? null;
     const limited = config.rateLimit.enabled;
-    if (limited) {
-      const s = await peek(db, failureBucket(ip), clock.now());
+    const bucket = failureBucket(ip);
+    if (limited && !((cleanUntil.get(bucket.name) ?? 0) > clock.now())) {
+      const s = await peek(db, bucket, clock.now());
       if (!s.allowed) {
         const retry = String(Math.max(1, Math.ceil((s.resetAt - clock.now()) / 1000)));
         throw new ApiError(429, s.bucket.message, { "Retry-After": retry });
       }
+      if (cleanUntil.size > 10_000) cleanUntil.clear();
+      cleanUntil.set(bucket.name, clock.now() + CLEAN_VERDICT_MS);
     }
     const outcome = await authenticate(c);
     if ("principal" in outcome) {
       c.set("principal", outcome.principal);
       return next();
     }
-    if (limited) await record(db, failureBucket(ip), clock.now());
+    if (limited) {
+      cleanUntil.delete(bucket.name);
+      await record(db, bucket, clock.now());
+    }
     log.info("authentication failed", {
       request_id: c.get("requestId"),
       scheme: outcome.scheme,
