@@ -17,13 +17,28 @@ export interface StoredBlob {
   sha256: string;
   size: number;
   path: string;
+  /** BitTorrent v1 piece hashes computed while the bytes streamed in (see WriterOptions). */
+  pieces?: { pieceLength: number; hashes: Uint8Array };
+}
+
+export interface WriterOptions {
+  /**
+   * The body's size, when the origin announced it. With `pieceLengthFor` set on the store, the
+   * writer then also computes the torrent's SHA-1 piece hashes as bytes arrive, so packaging need
+   * not read the blob again. If the final size differs, the piece hashes are dropped.
+   */
+  expectedSize?: number | null;
 }
 
 export class ContentStore {
   readonly casRoot: string;
   readonly tmpRoot: string;
 
-  constructor(readonly basePath: string) {
+  constructor(
+    readonly basePath: string,
+    /** The torrent piece length for a body of this size (enables hashing pieces while writing). */
+    readonly pieceLengthFor?: (size: number) => number,
+  ) {
     this.casRoot = join(basePath, "cas", "sha256");
     this.tmpRoot = join(basePath, "tmp");
   }
@@ -54,10 +69,12 @@ export class ContentStore {
   }
 
   /** A fresh temp file to stream a body into. */
-  async createWriter(): Promise<BlobWriter> {
+  async createWriter(opts: WriterOptions = {}): Promise<BlobWriter> {
     const path = join(this.tmpRoot, `${randomUUID()}.part`);
     const fh = await open(path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o644);
-    return new BlobWriter(this, path, fh);
+    const size = opts.expectedSize;
+    const pieceLength = size && size > 0 && this.pieceLengthFor ? this.pieceLengthFor(size) : null;
+    return new BlobWriter(this, path, fh, pieceLength ? new PieceHasher(pieceLength, size!) : null);
   }
 
   /** Re-hash a stored blob (used by verification and tests; the hot path never re-reads). */
@@ -99,6 +116,7 @@ export class BlobWriter {
     private readonly store: ContentStore,
     readonly tempPath: string,
     private readonly fh: FileHandle,
+    private readonly pieces: PieceHasher | null = null,
   ) {}
 
   get size(): number {
@@ -108,6 +126,7 @@ export class BlobWriter {
   async write(chunk: Uint8Array): Promise<void> {
     if (this.closed) throw new Error("writer is closed");
     this.hash.update(chunk);
+    this.pieces?.update(chunk);
     let off = 0;
     while (off < chunk.byteLength) {
       const { bytesWritten } = await this.fh.write(chunk, off, chunk.byteLength - off);
@@ -129,7 +148,8 @@ export class BlobWriter {
     // content, which is atomic and harmless.
     await rename(this.tempPath, dest);
     await syncDir(dirname(dest));
-    return { sha256, size: this.written, path: dest };
+    const pieces = this.pieces?.finish(this.written) ?? undefined;
+    return { sha256, size: this.written, path: dest, ...(pieces ? { pieces } : {}) };
   }
 
   async abort(): Promise<void> {
@@ -138,6 +158,41 @@ export class BlobWriter {
       await this.fh.close().catch(() => {});
     }
     await rm(this.tempPath, { force: true });
+  }
+}
+
+/** SHA-1 of each `pieceLength` slice of the stream (BitTorrent v1 `pieces`). */
+class PieceHasher {
+  private readonly digests: Buffer[] = [];
+  private current = createHash("sha1");
+  private fill = 0;
+  private total = 0;
+
+  constructor(
+    readonly pieceLength: number,
+    private readonly expectedSize: number,
+  ) {}
+
+  update(chunk: Uint8Array): void {
+    let off = 0;
+    this.total += chunk.byteLength;
+    while (off < chunk.byteLength) {
+      const take = Math.min(chunk.byteLength - off, this.pieceLength - this.fill);
+      this.current.update(chunk.subarray(off, off + take));
+      this.fill += take;
+      off += take;
+      if (this.fill === this.pieceLength) {
+        this.digests.push(this.current.digest());
+        this.current = createHash("sha1");
+        this.fill = 0;
+      }
+    }
+  }
+
+  finish(size: number): { pieceLength: number; hashes: Uint8Array } | null {
+    if (size !== this.expectedSize || this.total !== size) return null;
+    if (this.fill > 0) this.digests.push(this.current.digest());
+    return { pieceLength: this.pieceLength, hashes: Buffer.concat(this.digests) };
   }
 }
 

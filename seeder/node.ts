@@ -25,7 +25,7 @@ import type { ContentStore } from "./cas";
 import { FetchError, type Fetcher } from "./fetcher";
 import type { Metrics } from "./metrics";
 import type { Swarm } from "./swarm/swarm";
-import { createTorrentFile, magnetFor, torrentNameFromUrl } from "./swarm/torrent";
+import { createTorrentFile, magnetFor, torrentFromPieces, torrentNameFromUrl } from "./swarm/torrent";
 import type { Tracker } from "./swarm/tracker";
 import { webSeedResponse } from "./swarm/webseed";
 
@@ -296,16 +296,22 @@ export class SeederNode {
         this.announceUrl,
         ...(config.torrent.announceUrl ? [config.torrent.announceUrl] : []),
       ];
-      const made = await createTorrentFile({
-        path: store.pathFor(got.contentHash),
+      const torrentOpts = {
         name,
         size: got.size,
-        pieceSize: config.torrent.pieceSize,
         private: config.torrent.private,
         announce: trackers,
         urlList: [`${config.node.publicUrl}/webseed/${got.contentHash}/`],
         createdBy: `ProxyTorrent/${config.appVersion}`,
-      });
+      };
+      // Piece hashes computed while the body streamed in (size known up front) spare a re-read.
+      const made = got.pieces
+        ? torrentFromPieces({ ...torrentOpts, pieces: got.pieces })
+        : await createTorrentFile({
+            ...torrentOpts,
+            path: store.pathFor(got.contentHash),
+            pieceSize: config.torrent.pieceSize,
+          });
       controller.signal.throwIfAborted();
       const magnetLink = magnetFor({ infohash: made.infohash, name, size: got.size, trackers });
       if (

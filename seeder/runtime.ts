@@ -18,6 +18,7 @@ import { createFetcher } from "./fetcher";
 import { Metrics } from "./metrics";
 import { SeederNode } from "./node";
 import { Swarm } from "./swarm/swarm";
+import { choosePieceLength } from "./swarm/torrent";
 import { createTracker } from "./swarm/tracker";
 import { startWebhookDelivery } from "./webhooks";
 
@@ -100,7 +101,9 @@ function buildNode(
   log: Logger,
   metrics: Metrics | null,
 ): SeederNode {
-  const store = new ContentStore(config.storage.basePath);
+  const store = new ContentStore(config.storage.basePath, (size) =>
+    choosePieceLength(size, config.torrent.pieceSize),
+  );
   let node: SeederNode | null = null;
   const swarm = new Swarm(config);
   const tracker = createTracker({

@@ -21,7 +21,7 @@ import {
   parseAndCheckTarget,
   type TargetUrl,
 } from "../../src/egress";
-import type { BlobWriter, ContentStore } from "../cas";
+import type { BlobWriter, ContentStore, StoredBlob } from "../cas";
 import { BodyInterrupted, type BodyLimits, type ContentCoding, contentCoding, pumpBody } from "./body";
 import {
   type Connection,
@@ -64,6 +64,8 @@ export interface FetchResult {
   status: number;
   /** Path of the blob in the content store. */
   path: string;
+  /** Torrent piece hashes computed while streaming, when the size was announced up front. */
+  pieces?: StoredBlob["pieces"];
 }
 
 export interface Fetcher {
@@ -369,6 +371,10 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
     return { status, contentType, coding, length, validator };
   }
 
+  /** The body's final size when the origin announced it (identity coding, whole body). */
+  const wholeLength = (r: Representation): number | null =>
+    r.coding === "identity" && r.status === 200 ? r.length : null;
+
   async function fetch(spec: FetchSpec, opts: FetchOptions): Promise<FetchResult> {
     const run = new FetchRun(opts.signal, cfg);
     let writer: BlobWriter | null = null;
@@ -408,7 +414,7 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
       let rep = accept(res, target, method, false);
       const canResume = (r: Representation) =>
         !callerRange && method !== "HEAD" && r.validator !== null && r.status === 200;
-      writer = await store.createWriter().catch((e) => {
+      writer = await store.createWriter({ expectedSize: wholeLength(rep) }).catch((e) => {
         throw new FetchError("storage", "Could not open a file in the content store", { detail: e?.code });
       });
       let decodedSoFar = 0;
@@ -480,7 +486,7 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
           // Restart from scratch: the partial bytes belong to another attempt.
           await w.abort();
           writer = null;
-          writer = await store.createWriter().catch((err) => {
+          writer = await store.createWriter({ expectedSize: wholeLength(rep) }).catch((err) => {
             throw new FetchError("storage", "Could not open a file in the content store", {
               detail: err?.code,
             });
@@ -514,6 +520,7 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
         finalUrl: target.url.href,
         status: rep.status,
         path: blob.path,
+        ...(blob.pieces ? { pieces: blob.pieces } : {}),
       };
     } catch (e) {
       if (run.signal.aborted) throw run.signal.reason;

@@ -9,7 +9,7 @@
  */
 import { stat } from "node:fs/promises";
 import createTorrent from "create-torrent";
-import { decodeTorrent } from "./bencode";
+import { bencode, decodeTorrent } from "./bencode";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -60,6 +60,46 @@ export function choosePieceLength(size: number, setting: number | "auto"): numbe
 }
 
 /** Build the .torrent for one CAS blob. */
+/**
+ * The same .torrent create-torrent writes (byte for byte: same keys, same encoding, same info
+ * dict, so the same infohash), from piece hashes computed while the body streamed into the store
+ * (seeder/cas.ts). Packaging a 1 GiB body then no longer re-reads and re-hashes the blob.
+ * test/swarm/torrent-from-pieces.test.ts pins the equivalence.
+ */
+export function torrentFromPieces(
+  opts: Omit<CreateTorrentFileOptions, "path" | "pieceSize"> & {
+    pieces: { pieceLength: number; hashes: Uint8Array };
+  },
+): CreatedTorrent {
+  if (!opts.name || opts.name.includes("/") || opts.name === "." || opts.name === "..") {
+    throw new Error(`invalid torrent name ${JSON.stringify(opts.name)}`);
+  }
+  if (opts.size <= 0) throw new Error("cannot make a torrent of an empty file");
+  const { pieceLength, hashes } = opts.pieces;
+  if (hashes.byteLength !== Math.ceil(opts.size / pieceLength) * 20)
+    throw new Error("piece hashes do not match the size");
+  const info: Record<string, number | string | Uint8Array> = {
+    length: opts.size,
+    name: opts.name,
+    "piece length": pieceLength,
+    pieces: hashes,
+  };
+  if (opts.private) info.private = 1;
+  const dict: Parameters<typeof bencode>[0] = {
+    "creation date": Math.floor((opts.creationDate ?? new Date()).getTime() / 1000),
+    encoding: "UTF-8",
+    info,
+  };
+  if (opts.announce.length) {
+    dict.announce = opts.announce[0]!;
+    dict["announce-list"] = opts.announce.map((url) => [url]);
+  }
+  if (opts.createdBy) dict["created by"] = opts.createdBy;
+  if (opts.urlList.length) dict["url-list"] = [...opts.urlList];
+  const torrent = bencode(dict);
+  return { torrent, infohash: decodeTorrent(torrent).infohash, pieceLength };
+}
+
 export async function createTorrentFile(opts: CreateTorrentFileOptions): Promise<CreatedTorrent> {
   if (!opts.name || opts.name.includes("/") || opts.name === "." || opts.name === "..") {
     throw new Error(`invalid torrent name ${JSON.stringify(opts.name)}`);
