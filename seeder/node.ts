@@ -116,6 +116,7 @@ export class SeederNode {
     await Promise.allSettled([...this.active.values()].map((a) => a.done));
     await this.loop;
     await this.reconciling;
+    this.deps.fetcher.closeIdleConnections?.();
     await this.deps.swarm.stop();
     await this.deps.tracker.close();
     await nodeStopped(this.deps.db, this.deps.clock, this.name).catch(() => {});

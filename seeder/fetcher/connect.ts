@@ -6,6 +6,11 @@
  *
  * The caller passes an AbortSignal that covers the whole connect phase (connect timeout, total
  * deadline, cancellation); aborting destroys whatever socket is open.
+ *
+ * Two steps, so that the fetcher's connection pool (pool.ts) can sit between them: resolveChecked
+ * (guard, resolve, guard every address) runs for every request, and only then is an idle
+ * connection to one of those very addresses taken, or connectChecked opens a new one to them.
+ * openConnection does both, for a connection of one's own (webhook delivery).
  */
 import { lookup } from "node:dns/promises";
 import net from "node:net";
@@ -36,6 +41,13 @@ export interface ConnectOptions {
 export interface Connection {
   /** What the HTTP request is written to (a TLS socket for https origins). */
   socket: Duplex;
+  /**
+   * The checked address the connection goes to (directly or through the proxy's tunnel); null
+   * with socks5h, where the proxy resolved the name.
+   */
+  address: string | null;
+  /** Every socket of the connection, lowest first (raw TCP, proxy TLS, tunnel, origin TLS). */
+  layers: readonly Duplex[];
   /** Tear down every layer. */
   destroy(): void;
 }
@@ -149,12 +161,16 @@ async function checkedAddresses(
   return verdict.addresses.map((a) => a.address);
 }
 
-async function connectDirect(target: TargetUrl, o: ConnectOptions, signal: AbortSignal): Promise<net.Socket> {
-  const addresses = await checkedAddresses(target, o, signal);
+async function connectDirect(
+  target: TargetUrl,
+  addresses: readonly string[],
+  o: ConnectOptions,
+  signal: AbortSignal,
+): Promise<{ socket: net.Socket; address: string }> {
   let last: unknown;
   for (const address of addresses) {
     try {
-      return keepErrorsQuiet(await o.dial(address, target.port, signal));
+      return { socket: keepErrorsQuiet(await o.dial(address, target.port, signal)), address };
     } catch (e) {
       if (signal.aborted) throw signal.reason;
       last = e;
@@ -412,14 +428,17 @@ function tlsFailure(host: string) {
 }
 
 /**
- * Open the connection for one request to `target`. Refusals (egress guard) happen before any
- * socket exists. Throws FetchError; on abort, throws the signal's reason.
+ * The addresses a connection for `target` may go to: the URL passes the egress guard, the name is
+ * resolved here and every address is checked. Null with socks5h, where the proxy resolves the name
+ * (only literals, judged by checkTarget, are ours to check). Throws FetchError; on abort, the
+ * signal's reason. Call it for every request: a pooled connection may only be reused when its
+ * address is among those this request's own check approved (DNS rebinding).
  */
-export async function openConnection(
+export async function resolveChecked(
   target: TargetUrl,
   o: ConnectOptions,
   signal: AbortSignal,
-): Promise<Connection> {
+): Promise<string[] | null> {
   // The fetcher checked the URL already; checking again here keeps this function safe on its own.
   const refusal = checkTarget(target, o.policy);
   if (refusal)
@@ -427,40 +446,60 @@ export async function openConnection(
       transient: false,
       detail: refusal.addressClass ?? refusal.reason,
     });
+  if (o.proxy?.type === "socks5h") return null;
+  return checkedAddresses(target, o, signal);
+}
+
+/**
+ * Open a connection to one of `addresses` (in order; the result of resolveChecked for this
+ * target and these options, never anything else). Throws FetchError; on abort, the signal's reason.
+ */
+export async function connectChecked(
+  target: TargetUrl,
+  addresses: readonly string[] | null,
+  o: ConnectOptions,
+  signal: AbortSignal,
+): Promise<Connection> {
   const layers: Duplex[] = [];
   let sock: Duplex;
+  let address: string | null = null;
   const proxy = o.proxy;
-  if (!proxy) {
-    sock = await connectDirect(target, o, signal);
-    layers.push(sock);
-  } else if (proxy.type === "socks5h") {
+  if (proxy?.type === "socks5h") {
     // The proxy resolves the name; only literals (checked by the caller's checkTarget) are judged.
     sock = await socksTunnel(proxy, target.ip ? target.ip.address : target.hostname, target, o, signal);
     layers.push(sock);
   } else {
-    const addresses = await checkedAddresses(target, o, signal);
-    let last: unknown;
-    let opened: { socket: Duplex; layers: Duplex[] } | null = null;
-    for (const address of addresses) {
-      try {
-        opened =
-          proxy.type === "socks5"
-            ? await socksTunnel(proxy, address, target, o, signal).then((s) => ({
-                socket: s,
-                layers: [s] as Duplex[],
-              }))
-            : await httpTunnel(proxy, address, target, o, signal);
-        break;
-      } catch (e) {
-        if (signal.aborted) throw signal.reason;
-        last = e;
-        // Only an unreachable origin is worth the next address; a proxy problem stays a proxy problem.
-        if (!(e instanceof FetchError && e.code === "network")) throw e;
+    if (!addresses) throw new Error("connectChecked: no checked addresses"); // a bug, never a fallback
+    if (!proxy) {
+      const direct = await connectDirect(target, addresses, o, signal);
+      sock = direct.socket;
+      address = direct.address;
+      layers.push(sock);
+    } else {
+      let last: unknown;
+      let opened: { socket: Duplex; layers: Duplex[] } | null = null;
+      for (const candidate of addresses) {
+        try {
+          opened =
+            proxy.type === "socks5"
+              ? await socksTunnel(proxy, candidate, target, o, signal).then((s) => ({
+                  socket: s,
+                  layers: [s] as Duplex[],
+                }))
+              : await httpTunnel(proxy, candidate, target, o, signal);
+          address = candidate;
+          break;
+        } catch (e) {
+          if (signal.aborted) throw signal.reason;
+          last = e;
+          // Only an unreachable origin is worth the next address; a proxy problem stays a proxy problem.
+          if (!(e instanceof FetchError && e.code === "network")) throw e;
+        }
       }
+      if (!opened) throw last;
+      sock = opened.socket;
+      layers.push(...opened.layers);
     }
-    if (!opened) throw last;
-    sock = opened.socket;
-    layers.push(...opened.layers);
   }
   if (target.scheme === "https") {
     const undo = destroyOnAbort(signal, ...layers);
@@ -483,8 +522,23 @@ export async function openConnection(
   }
   return {
     socket: sock,
+    address,
+    layers,
     destroy: () => {
       for (const l of [...layers].reverse()) l.destroy();
     },
   };
+}
+
+/**
+ * Open the connection for one request to `target` (resolveChecked, then connectChecked).
+ * Refusals (egress guard) happen before any socket exists. Throws FetchError; on abort, throws
+ * the signal's reason.
+ */
+export async function openConnection(
+  target: TargetUrl,
+  o: ConnectOptions,
+  signal: AbortSignal,
+): Promise<Connection> {
+  return connectChecked(target, await resolveChecked(target, o, signal), o, signal);
 }

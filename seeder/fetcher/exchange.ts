@@ -34,28 +34,52 @@ export interface OutgoingRequest {
 
 /**
  * Write the request and wait for the response head. Rejects with the socket's error, or with
- * the signal's reason when it fires (the request and its socket are destroyed).
+ * the signal's reason when it fires (the request and its socket are destroyed). The socket is
+ * used for this one request (no keep-alive); the caller destroys it when done.
  */
 export function exchange(
   socket: Duplex,
   req: OutgoingRequest,
   signal: AbortSignal,
 ): Promise<http.IncomingMessage> {
+  return exchangeWith(new OneSocketAgent(socket), {}, req, signal, () => socket.destroy());
+}
+
+/**
+ * The request/response mechanics shared by the one-socket form above and the connection pool
+ * (pool.ts): `agent` supplies the socket, `options` travel to it (the pool's key), `destroy`
+ * tears the connection down on abort, `started` sees the request object as soon as it exists.
+ */
+export function exchangeWith(
+  agent: http.Agent,
+  options: Record<string, unknown>,
+  req: OutgoingRequest,
+  signal: AbortSignal,
+  destroy: () => void,
+  started?: (r: http.ClientRequest) => void,
+): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
-    const r = http.request({
-      host: UNREACHABLE_HOST,
-      port: UNREACHABLE_PORT,
-      method: req.method,
-      path: req.path,
-      headers: req.headers,
-      agent: new OneSocketAgent(socket),
-      setHost: false,
-    });
+    let r: http.ClientRequest;
+    try {
+      r = http.request({
+        ...options,
+        host: UNREACHABLE_HOST,
+        port: UNREACHABLE_PORT,
+        method: req.method,
+        path: req.path,
+        headers: req.headers,
+        agent,
+        setHost: false,
+      });
+    } catch (e) {
+      return reject(e);
+    }
+    started?.(r);
     let settled = false;
     const onAbort = () => {
       r.destroy(signal.reason as Error);
-      socket.destroy();
+      destroy();
       if (!settled) {
         settled = true;
         reject(signal.reason);

@@ -93,8 +93,8 @@ export function requestHeaders(
   if (!hasHeader(base, "accept")) h.Accept = "*/*";
   Object.assign(h, base);
   h["Accept-Encoding"] = ACCEPT_ENCODING;
-  // One request per connection: simpler abort semantics and no half-read keep-alive sockets.
-  h.Connection = "close";
+  // No Connection header: HTTP/1.1 connections persist by default, and node:http's keep-alive
+  // agent (pool.ts) adds `Connection: keep-alive` itself (or `close` when reuse is turned off).
   if (opts.bodyLength !== null) h["Content-Length"] = String(opts.bodyLength);
   if (opts.extra) Object.assign(h, opts.extra);
   return h;

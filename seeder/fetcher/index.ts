@@ -7,6 +7,10 @@
  * verification per FETCHER__VERIFY_SSL. The body streams into `store.createWriter()`; the writer
  * is aborted on every failure, so no temp file outlives a fetch.
  *
+ * Connections are reused (HTTP/1.1 keep-alive, pool.ts) only after that whole gate ran for the
+ * request, only to an address it approved, and only for the same scheme, host name, port, proxy
+ * and TLS settings; a response not read to its end, or rejected, closes its connection.
+ *
  * Timeouts: FETCHER__CONNECT_TIMEOUT covers resolve + connect + proxy handshake + TLS of each
  * connection; FETCHER__READ_TIMEOUT is the longest silence while waiting for the head or body;
  * FETCHER__TOTAL_TIMEOUT bounds the whole fetch. They, and the caller's AbortSignal, destroy the
@@ -23,18 +27,11 @@ import {
 } from "../../src/egress";
 import type { BlobWriter, ContentStore, StoredBlob } from "../cas";
 import { BodyInterrupted, type BodyLimits, type ContentCoding, contentCoding, pumpBody } from "./body";
-import {
-  type Connection,
-  type Dial,
-  defaultDial,
-  defaultResolve,
-  openConnection,
-  type Resolve,
-} from "./connect";
+import { type ConnectOptions, type Dial, defaultDial, defaultResolve, type Resolve } from "./connect";
 import { FetchError, isTransientStatus } from "./errors";
-import { exchange } from "./exchange";
 import { callerHeaders, hasHeader, normaliseMethod, requestHeaders, withoutHeaders } from "./headers";
 import { isMimeAllowed, mimeEssence } from "./mime";
+import { ConnectionPool, DEFAULT_POOL_LIMITS, discardBody, type Lease, StaleConnection } from "./pool";
 
 export type { Dial, Resolve } from "./connect";
 export { FetchError, type FetchErrorCode, isTransientStatus } from "./errors";
@@ -70,6 +67,8 @@ export interface FetchResult {
 
 export interface Fetcher {
   fetch(spec: FetchSpec, opts: FetchOptions): Promise<FetchResult>;
+  /** Close idle keep-alive connections (they also close by themselves after a few seconds). */
+  closeIdleConnections?(): void;
 }
 
 export interface FetcherLimits {
@@ -79,13 +78,28 @@ export interface FetcherLimits {
   maxDecompressionRatio: number;
   /** The ratio is judged only past this many decoded bytes. Default 1 MiB. */
   ratioCheckAfter: number;
+  /**
+   * Idle keep-alive connections close after this many ms. Default 4000: shorter than the
+   * keep-alive timeout of common servers (5 s in nginx' and Node's defaults is the low end), so
+   * we close first. 0 turns connection reuse off.
+   */
+  idleTimeoutMs: number;
+  /** Idle connections kept per connection key (scheme, host, checked address, port). Default 4. */
+  maxIdlePerKey: number;
+  /** Idle connections kept in all. Default 64. */
+  maxIdleTotal: number;
 }
 
 export const DEFAULT_LIMITS: FetcherLimits = {
   maxResumes: 3,
   maxDecompressionRatio: 200,
   ratioCheckAfter: 1024 * 1024,
+  ...DEFAULT_POOL_LIMITS,
 };
+
+/** A redirect's body is read (to keep its connection) only up to this size and this long. */
+const DISCARD_MAX_BYTES = 64 * 1024;
+const DISCARD_TIMEOUT_MS = 1000;
 
 export interface FetcherDeps {
   config: Config;
@@ -243,7 +257,7 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
     urlAllowlist: cfg.urlAllowlist,
     urlDenylist: cfg.urlDenylist,
   });
-  const connectOptions = {
+  const connectOptions: ConnectOptions = {
     policy,
     proxy: config.proxy,
     verifySsl: cfg.verifySsl,
@@ -252,6 +266,11 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
     resolve: deps.resolve ?? defaultResolve,
     connectTimeoutMs: cfg.connectTimeoutMs,
   };
+  const pool = new ConnectionPool(connectOptions, {
+    idleTimeoutMs: limits.idleTimeoutMs,
+    maxIdlePerKey: limits.maxIdlePerKey,
+    maxIdleTotal: limits.maxIdleTotal,
+  });
 
   function checkUrl(raw: string, base?: URL): TargetUrl {
     try {
@@ -266,7 +285,12 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
     }
   }
 
-  /** Connect, send, and return the response head; the caller owns `conn` afterwards. */
+  /**
+   * Connect (or reuse an idle connection to an address this request's check approved), send,
+   * and return the response head; the caller owns the lease afterwards. A reused connection
+   * that the server had closed, failing before any byte of the answer, is retried once on a
+   * fresh connection.
+   */
   async function send(
     run: FetchRun,
     target: TargetUrl,
@@ -274,52 +298,42 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
     headers: Record<string, string>,
     body: string | null,
     extra?: Record<string, string>,
-  ): Promise<{ res: IncomingMessage; conn: Connection }> {
-    const phase = run.connectPhase(target.hostname);
-    let conn: Connection;
-    try {
-      conn = await openConnection(target, connectOptions, phase.signal);
-    } catch (e) {
-      if (phase.signal.aborted) throw phase.signal.reason;
-      throw e;
-    } finally {
-      phase.done();
-    }
-    const onAbort = () => conn.destroy();
-    run.signal.addEventListener("abort", onAbort, { once: true });
-    run.touch();
-    try {
-      const res = await exchange(
-        conn.socket,
-        {
-          method,
-          path: target.url.pathname + target.url.search,
-          headers: requestHeaders(headers, {
-            host: target.url.host,
-            userAgent: cfg.userAgent,
-            bodyLength: body === null ? null : Buffer.byteLength(body),
-            extra,
-          }),
-          body,
-        },
-        run.signal,
-      );
+  ): Promise<{ res: IncomingMessage; conn: Lease }> {
+    const req = {
+      method,
+      path: target.url.pathname + target.url.search,
+      headers: requestHeaders(headers, {
+        host: target.url.host,
+        userAgent: cfg.userAgent,
+        bodyLength: body === null ? null : Buffer.byteLength(body),
+        extra,
+      }),
+      body,
+    };
+    for (let attempt = 0; ; attempt++) {
       run.touch();
-      return { res, conn };
-    } catch (e) {
-      conn.destroy();
-      if (run.signal.aborted) throw run.signal.reason;
-      if (e instanceof FetchError) throw e;
-      const code = (e as { code?: string })?.code ?? "";
-      if (code.startsWith("HPE_"))
-        throw new FetchError("bad_response", `${target.hostname} sent an invalid HTTP response`, {
-          detail: code,
+      try {
+        const { res, lease } = await pool.send(target, req, {
+          connect: run.connectPhase(target.hostname),
+          signal: run.signal,
+          fresh: attempt > 0,
         });
-      throw new FetchError("network", `The connection to ${target.hostname} failed before it answered`, {
-        detail: code || undefined,
-      });
-    } finally {
-      run.signal.removeEventListener("abort", onAbort);
+        run.touch();
+        return { res, conn: lease };
+      } catch (e) {
+        if (run.signal.aborted) throw run.signal.reason;
+        if (e instanceof StaleConnection && attempt === 0) continue;
+        const cause = e instanceof StaleConnection ? e.cause : e;
+        if (cause instanceof FetchError) throw cause;
+        const code = (cause as { code?: string })?.code ?? "";
+        if (code.startsWith("HPE_"))
+          throw new FetchError("bad_response", `${target.hostname} sent an invalid HTTP response`, {
+            detail: code,
+          });
+        throw new FetchError("network", `The connection to ${target.hostname} failed before it answered`, {
+          detail: code || undefined,
+        });
+      }
     }
   }
 
@@ -378,7 +392,9 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
   async function fetch(spec: FetchSpec, opts: FetchOptions): Promise<FetchResult> {
     const run = new FetchRun(opts.signal, cfg);
     let writer: BlobWriter | null = null;
-    let conn: Connection | null = null;
+    // The connection of the response being read. Destroyed on every failure; kept on success
+    // (node:http returns it to the pool once the body was read to its end).
+    let conn: Lease | null = null;
     const closeConn = () => {
       conn?.destroy();
       conn = null;
@@ -398,12 +414,22 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
         const status = res.statusCode ?? 0;
         const location = header(res, "location");
         if (!REDIRECTS.has(status) || !location) break;
-        closeConn();
         if (redirects >= cfg.maxRedirects)
           throw new FetchError("too_many_redirects", `More than ${cfg.maxRedirects} redirects`, {
             transient: false,
           });
         target = checkUrl(location, target.url);
+        // Read the (small) redirect body so the connection can carry the next hop if it goes
+        // to the same place; anything else closes it.
+        const hop = conn!;
+        conn = null;
+        await discardBody(res, hop, {
+          maxBytes: DISCARD_MAX_BYTES,
+          timeoutMs: Math.min(DISCARD_TIMEOUT_MS, cfg.readTimeoutMs),
+          signal: run.signal,
+          method,
+        });
+        if (run.signal.aborted) throw run.signal.reason;
         if (status === 303 || ((status === 301 || status === 302) && method === "POST")) {
           if (method !== "HEAD") method = "GET";
           body = null;
@@ -449,6 +475,9 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
             },
           });
           decodedSoFar = done.decoded;
+          // Read to the end and accepted: the connection may be reused (unless either side said close).
+          conn?.keep();
+          conn = null;
           break;
         } catch (e) {
           if (!(e instanceof BodyInterrupted)) throw e;
@@ -499,7 +528,6 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
           }
         }
       }
-      closeConn();
       // Belt and braces for resumed bodies: the pieces must add up to the announced length.
       if (
         method !== "HEAD" &&
@@ -533,7 +561,7 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
     }
   }
 
-  return { fetch };
+  return { fetch, closeIdleConnections: () => pool.closeIdle() };
 }
 
 /** Encoded bytes this response should carry (Content-Length), or null when it does not say. */

@@ -371,7 +371,8 @@ describe("request headers", () => {
         "upgrade",
       ])
         expect(got[dropped]).toBeUndefined();
-      expect(got.connection).toBe("close");
+      // Ours (the keep-alive agent, pool.ts), never the caller's "keep-alive, X-Custom".
+      expect(got.connection).toBe("keep-alive");
     });
   });
 
