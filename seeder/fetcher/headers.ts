@@ -2,35 +2,8 @@
  * What we send to an origin: the caller's headers minus those that are ours to set or that must
  * not cross to the origin, plus our own defaults.
  */
+import { isDroppedHeader } from "../../src/requests/headers";
 import { FetchError } from "./errors";
-
-/**
- * Dropped from the caller's headers:
- * - hop-by-hop headers (RFC 9110 §7.6.1) and anything `proxy-*`: they describe one connection,
- *   and proxy credentials must never reach an origin;
- * - `host`, `content-length`, `expect`: framing is ours (Host follows the URL of each hop);
- * - `accept-encoding`: we decode what we ask for (gzip, deflate, br) and store decoded bytes;
- * - `authorization`, `cookie`, `x-signature`: the original dropped these (the last one is our
- *   own API's signature header). A caller's credentials for the origin are therefore NOT
- *   forwarded; this is kept on purpose, since they would also be replayed to every redirect
- *   target and stored in the job row.
- */
-const DROPPED = new Set([
-  "connection",
-  "keep-alive",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "http2-settings",
-  "host",
-  "content-length",
-  "expect",
-  "accept-encoding",
-  "authorization",
-  "cookie",
-  "x-signature",
-]);
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 // Field values: visible ASCII, obs-text, space and tab; CR, LF and NUL would split the request.
@@ -48,10 +21,7 @@ export function normaliseMethod(method: string): string {
   return m;
 }
 
-export function isDroppedHeader(name: string): boolean {
-  const n = name.toLowerCase();
-  return DROPPED.has(n) || n.startsWith("proxy-");
-}
+export { isDroppedHeader } from "../../src/requests/headers";
 
 /**
  * The caller's headers, cleaned; later duplicates (case-insensitive) replace earlier ones.

@@ -7,6 +7,7 @@ import { Hono } from "hono";
 import { describeRoute, resolver, validator } from "hono-openapi";
 import type * as v from "valibot";
 import { iso } from "../../clock";
+import { isDroppedHeader } from "../../requests/headers";
 import {
   cancelRequest,
   createRequest,
@@ -61,23 +62,6 @@ function statusBody(r: RequestView) {
   };
 }
 
-/** Drop what must not travel to the origin: credentials meant for us and hop-by-hop headers. */
-const DROPPED_HEADERS = new Set([
-  "authorization",
-  "cookie",
-  "x-signature",
-  "host",
-  "content-length",
-  "connection",
-  "keep-alive",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "proxy-authorization",
-  "proxy-connection",
-]);
-
 export function requestRoutes(deps: AppDeps) {
   const { db, clock, config } = deps;
   const app = new Hono<AppEnv>();
@@ -131,9 +115,7 @@ export function requestRoutes(deps: AppDeps) {
     async (c) => {
       const input = c.req.valid("json");
       const headers = input.headers
-        ? Object.fromEntries(
-            Object.entries(input.headers).filter(([k]) => !DROPPED_HEADERS.has(k.toLowerCase())),
-          )
+        ? Object.fromEntries(Object.entries(input.headers).filter(([k]) => !isDroppedHeader(k)))
         : null;
       const view = await createRequest(db, clock, {
         url: input.url,
