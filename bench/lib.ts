@@ -9,10 +9,11 @@
 
 import { appendFileSync, existsSync, readFileSync, rmSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
-import { createServer } from "node:net";
 import os from "node:os";
 import { join, resolve } from "node:path";
 import { type Subprocess, spawn, spawnSync } from "bun";
+import { freePort } from "../seeder/free-port";
+import { ApiClient } from "../test/support/api-client";
 import { PatternBody } from "../test/support/origin";
 
 export const ROOT = resolve(import.meta.dir, "..");
@@ -79,18 +80,7 @@ export function removeDir(dir: string): void {
   tempDirs.delete(dir);
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", rej);
-    srv.listen(0, "127.0.0.1", () => {
-      const a = srv.address();
-      const port = typeof a === "object" && a ? a.port : 0;
-      srv.close(() => res(port));
-    });
-  });
-}
+export { freePort };
 
 // ---------- numbers ----------
 
@@ -347,7 +337,7 @@ export function baseEnv(): Record<string, string> {
   };
 }
 
-export class Service {
+export class Service extends ApiClient {
   proc: Subprocess<"ignore", "pipe", "pipe"> | null = null;
   /** Last lines of output (ring), for error messages. */
   tail: string[] = [];
@@ -363,7 +353,9 @@ export class Service {
     readonly torrentPort: number,
     readonly env: Record<string, string>,
     readonly cmd: string[],
-  ) {}
+  ) {
+    super();
+  }
 
   static async start(opts: ServiceOptions = {}): Promise<Service> {
     const basePath = opts.basePath ?? (await tmpDir("pt-bench-svc-"));
@@ -470,23 +462,8 @@ export class Service {
     return new Promise((resolve) => this.lineWaiters.push({ msg, resolve }));
   }
 
-  api(path: string, init: RequestInit = {}): Promise<Response> {
-    const headers = new Headers(init.headers);
-    if (!headers.has("authorization")) headers.set("authorization", `Bearer ${TOKEN}`);
-    if (init.body && !headers.has("content-type")) headers.set("content-type", "application/json");
-    return fetch(`${this.url}${path}`, { ...init, headers });
-  }
-
-  async create(payload: Record<string, unknown>): Promise<string> {
-    const res = await this.api("/v1/requests", { method: "POST", body: JSON.stringify(payload) });
-    if (res.status !== 201) throw new Error(`create failed: ${res.status} ${await res.text()}`);
-    return ((await res.json()) as { id: string }).id;
-  }
-
-  async status(id: string): Promise<Record<string, any>> {
-    const res = await this.api(`/v1/requests/${id}`);
-    if (res.status !== 200) throw new Error(`status failed: ${res.status} ${await res.text()}`);
-    return (await res.json()) as Record<string, any>;
+  protected get token(): string {
+    return TOKEN;
   }
 
   /** Poll every `pollMs` until a final state; throws on error/cancelled or timeout. */

@@ -55,6 +55,8 @@ export class SeederNode {
   private running = false;
   private readonly active = new Map<string, { controller: AbortController; done: Promise<void> }>();
   private readonly seeded = new Map<string, Seeded>(); // infohash -> what is seeded
+  // The web seed's lookup (one per range request): content hash -> a seeded torrent of it.
+  private readonly seededContent = new Map<string, Seeded>();
   // Seeded by a running job but not yet `ready` in the database: reconcile must not drop these.
   private readonly finishing = new Set<string>();
   private wakeUp: (() => void) | null = null;
@@ -160,7 +162,7 @@ export class SeederNode {
     const m = /^\/webseed\/([0-9a-f]{64})(?:\/.*)?$/.exec(path);
     if (m) {
       const hash = m[1]!;
-      const entry = [...this.seeded.values()].find((s) => s.contentHash === hash);
+      const entry = this.seededContent.get(hash);
       if (!entry) return new Response("Not seeded here\n", { status: 404 });
       const res = webSeedResponse(req, this.deps.store.pathFor(hash), entry.size, entry.name);
       if (req.method === "GET")
@@ -337,7 +339,7 @@ export class SeederNode {
           torrent: made.torrent,
           path: store.pathFor(got.contentHash),
         });
-        this.seeded.set(made.infohash, {
+        this.markSeeded({
           infohash: made.infohash,
           contentHash: got.contentHash,
           size: got.size,
@@ -417,7 +419,7 @@ export class SeederNode {
         const torrent = await torrentBytes(db, w.id);
         if (!torrent) continue;
         await swarm.seed({ infohash: w.infohash, torrent, path: store.pathFor(w.contentHash) });
-        this.seeded.set(w.infohash, {
+        this.markSeeded({
           infohash: w.infohash,
           contentHash: w.contentHash,
           size,
@@ -431,8 +433,20 @@ export class SeederNode {
     return this.reconciling;
   }
 
+  private markSeeded(entry: Seeded): void {
+    this.seeded.set(entry.infohash, entry);
+    this.seededContent.set(entry.contentHash, entry);
+  }
+
   private async unseed(infohash: string): Promise<void> {
+    const gone = this.seeded.get(infohash);
     this.seeded.delete(infohash);
+    if (gone && this.seededContent.get(gone.contentHash)?.infohash === infohash) {
+      // Another torrent of the same bytes (another name) may still be seeded: keep its web seed.
+      const other = [...this.seeded.values()].find((s) => s.contentHash === gone.contentHash);
+      if (other) this.seededContent.set(gone.contentHash, other);
+      else this.seededContent.delete(gone.contentHash);
+    }
     await this.deps.swarm.unseed(infohash);
     this.deps.log.info("stopped seeding", { infohash });
   }

@@ -13,11 +13,11 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { loadConfig, SETTINGS } from "../../src/config";
 import { openDatabase, runMigrations } from "../db";
+import { freePort } from "../free-port";
 import { type HranaServer, startHranaServer } from "./server";
 
 export const PROJECT_ROOT = resolve(import.meta.dir, "..", "..");
@@ -70,18 +70,7 @@ export interface EdgeDev {
 }
 
 /** A free TCP port on 127.0.0.1 (bound then released; a small race is possible). */
-export function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", fail);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => ok(port));
-    });
-  });
-}
+export { freePort };
 
 /** The path inside a `file:` URL (or a plain path), absolute. */
 export function fileUrlPath(url: string): string {

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { type BDict, bdecode, bencode, isDict, text } from "../../seeder/swarm/bencode";
 import { aria2Download, libtorrentDownload, sha256File, tmpDir } from "../support/clients";
 import { bytesRoute, type Origin, startOrigin } from "../support/origin";
-import { Service } from "../support/service";
+import { Service, TOKEN } from "../support/service";
 
 let origin: Origin;
 let svc: Service;
@@ -153,11 +153,11 @@ describe("the running service", () => {
     expect(h.checks.seeding!.torrents).toBeGreaterThanOrEqual(2);
   });
 
-  test("pipeline log lines carry the job id and the caller's request id", async () => {
+  test("pipeline log lines carry the job id and the caller's request id, and no secrets", async () => {
     const res = await svc.api("/v1/requests", {
       method: "POST",
       headers: { "x-request-id": "trace-e2e-42" },
-      body: JSON.stringify({ url: origin.url("/files/report.json"), ttl: 0 }),
+      body: JSON.stringify({ url: origin.url("/files/report.json?sig=q5ecr3t"), ttl: 0 }),
     });
     expect(res.headers.get("x-request-id")).toBe("trace-e2e-42");
     const { id } = (await res.json()) as { id: string };
@@ -171,5 +171,8 @@ describe("the running service", () => {
       expect.arrayContaining(["fetch started", "fetch finished", "job ready"]),
     );
     expect(lines.some((l) => l.msg === "http request" && l.request_id === "trace-e2e-42")).toBe(true);
+    // neither the caller's bearer token nor the URL's query string reaches the log
+    expect(svc.output).not.toContain(TOKEN);
+    expect(svc.output).not.toContain("q5ecr3t");
   });
 });

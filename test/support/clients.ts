@@ -11,7 +11,6 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream, rmSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decodeTorrent, text } from "../../seeder/swarm/bencode";
@@ -25,19 +24,7 @@ process.once("exit", () => {
   if (process.env.KEEP_TMP !== "1") for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
 });
 
-/** A TCP port that was free on 127.0.0.1 a moment ago. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from "../../seeder/free-port";
 
 /** A fresh directory under the OS temp dir, removed when the test process exits. */
 export async function tmpDir(prefix = "pt-test-"): Promise<string> {
@@ -160,8 +147,10 @@ export async function aria2Download(opts: Aria2Options): Promise<string> {
 
 /**
  * The libtorrent leecher, run by /usr/bin/python3 (the python3 first on PATH may lack the module).
- * argv[1] is a JSON object: torrent, dir, optional host/port to dial directly. Prints "DONE <path>"
- * once every piece is downloaded and checked, progress lines on stderr meanwhile.
+ * argv[1] is a JSON object: torrent, dir, optional host/port to dial directly, optional
+ * encryption ("rc4" | "both": MSE/PE forced in and out, RC4 only or libtorrent's pe_both).
+ * Prints "DONE <path>" once every piece is downloaded and checked (preceded, when encryption was
+ * forced, by "ENC <kinds>": the encryption of the peer connections it used), progress on stderr.
  */
 const LIBTORRENT_SCRIPT = String.raw`
 import json, os, sys, time
@@ -186,7 +175,16 @@ settings = {
         | lt.alert.category_t.connect_notification
         | lt.alert.category_t.peer_notification,
 }
+enc = args.get("encryption")
+if enc:
+    settings["out_enc_policy"] = int(lt.enc_policy.pe_forced)
+    settings["in_enc_policy"] = int(lt.enc_policy.pe_forced)
+    settings["allowed_enc_level"] = int({"rc4": lt.enc_level.rc4, "both": lt.enc_level.pe_both}[enc])
+    settings["prefer_rc4"] = enc == "rc4"
 ses = lt.session(settings)
+if enc:
+    s = ses.get_settings()
+    sys.stderr.write("enc settings: out=%s in=%s level=%s\n" % (s["out_enc_policy"], s["in_enc_policy"], s["allowed_enc_level"]))
 ti = lt.torrent_info(args["torrent"])
 atp = lt.add_torrent_params()
 atp.ti = ti
@@ -196,11 +194,21 @@ peer = (args["host"], args["port"]) if args.get("host") else None
 if peer:
     h.connect_peer(peer)
 
+seen = set()
 last_print = 0.0
 last_dial = time.time()
 while True:
     for a in ses.pop_alerts():
         sys.stderr.write("alert: %s: %s\n" % (type(a).__name__, a.message()))
+    for p in (h.get_peer_info() if enc else []):
+        if p.flags & (lt.peer_info.connecting | lt.peer_info.handshake):
+            continue  # not established yet: no encryption flags to read
+        if p.flags & lt.peer_info.rc4_encrypted:
+            seen.add("rc4")
+        elif p.flags & lt.peer_info.plaintext_encrypted:
+            seen.add("plaintext-after-handshake")
+        else:
+            seen.add("none")
     st = h.status()
     if st.is_seeding or st.is_finished:
         break
@@ -222,6 +230,8 @@ while time.time() < deadline:
         break
     time.sleep(0.02)
 ses.pause()
+if enc:
+    print("ENC " + ",".join(sorted(seen)), flush=True)
 print("DONE " + os.path.join(args["dir"], ti.files().file_path(0)), flush=True)
 `;
 
@@ -230,16 +240,26 @@ export interface LibtorrentOptions {
   dir: string;
   /** Dial this peer directly (besides whatever trackers the torrent names). */
   connect?: { host: string; port: number };
+  /** Require MSE/PE encryption both ways: RC4 only, or libtorrent's pe_both. */
+  encryption?: "rc4" | "both";
   timeoutMs: number;
 }
 
-/** Download a .torrent with python3-libtorrent; resolves to the downloaded file's path. */
-export async function libtorrentDownload(opts: LibtorrentOptions): Promise<string> {
+export interface LibtorrentDownload {
+  path: string;
+  /** With `encryption`: what the peer connections used ("rc4", "plaintext-after-handshake", "none"). */
+  encryption: string[];
+  output: string;
+}
+
+/** Download a .torrent with python3-libtorrent; resolves to the file, encryption seen, and output. */
+export async function libtorrentDownloadDetailed(opts: LibtorrentOptions): Promise<LibtorrentDownload> {
   await mkdir(opts.dir, { recursive: true });
   const spec = JSON.stringify({
     torrent: opts.torrentPath,
     dir: opts.dir,
     ...(opts.connect ? { host: opts.connect.host, port: opts.connect.port } : {}),
+    ...(opts.encryption ? { encryption: opts.encryption } : {}),
   });
   const res = await run("libtorrent", "/usr/bin/python3", ["-c", LIBTORRENT_SCRIPT, spec], opts.timeoutMs);
   const done = res.output.match(/^DONE (.+)$/m);
@@ -248,5 +268,11 @@ export async function libtorrentDownload(opts: LibtorrentOptions): Promise<strin
       `libtorrent exited with ${res.code ?? res.signal} before finishing. Output:\n${res.output}`,
     );
   }
-  return done[1]!.trim();
+  const enc = res.output.match(/^ENC (.*)$/m)?.[1] ?? "";
+  return { path: done[1]!.trim(), encryption: enc ? enc.split(",") : [], output: res.output };
+}
+
+/** Download a .torrent with python3-libtorrent; resolves to the downloaded file's path. */
+export async function libtorrentDownload(opts: LibtorrentOptions): Promise<string> {
+  return (await libtorrentDownloadDetailed(opts)).path;
 }

@@ -5,6 +5,7 @@
 
 import { join, resolve } from "node:path";
 import { type Subprocess, spawn } from "bun";
+import { ApiClient } from "./api-client";
 import { freePort, tmpDir } from "./clients";
 
 export const ROOT = resolve(import.meta.dir, "..", "..");
@@ -20,7 +21,7 @@ export interface ServiceOptions {
   nodeHttpPort?: number;
 }
 
-export class Service {
+export class Service extends ApiClient {
   proc: Subprocess<"ignore", "pipe", "pipe"> | null = null;
   output = "";
   readonly basePath: string;
@@ -34,6 +35,7 @@ export class Service {
     port: number,
     torrentPort: number,
   ) {
+    super();
     this.basePath = basePath;
     this.port = port;
     this.torrentPort = torrentPort;
@@ -104,24 +106,8 @@ export class Service {
     }
   }
 
-  /** Call the API as an authenticated caller. */
-  api(path: string, init: RequestInit = {}): Promise<Response> {
-    const headers = new Headers(init.headers);
-    if (!headers.has("authorization")) headers.set("authorization", `Bearer ${TOKEN}`);
-    if (init.body && !headers.has("content-type")) headers.set("content-type", "application/json");
-    return fetch(`${this.url}${path}`, { ...init, headers });
-  }
-
-  async create(payload: Record<string, unknown>): Promise<string> {
-    const res = await this.api("/v1/requests", { method: "POST", body: JSON.stringify(payload) });
-    if (res.status !== 201) throw new Error(`create failed: ${res.status} ${await res.text()}`);
-    return ((await res.json()) as { id: string }).id;
-  }
-
-  async status(id: string): Promise<Record<string, any>> {
-    const res = await this.api(`/v1/requests/${id}`);
-    if (res.status !== 200) throw new Error(`status failed: ${res.status} ${await res.text()}`);
-    return (await res.json()) as Record<string, any>;
+  protected get token(): string {
+    return TOKEN;
   }
 
   /** Poll until the request reaches one of `states`; returns the last status body. */

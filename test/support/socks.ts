@@ -12,6 +12,7 @@
 
 import net from "node:net";
 import { type Subprocess, spawn } from "bun";
+import { freePort as freeLoopbackPort } from "../../seeder/free-port";
 
 export interface Microsocks {
   host: "127.0.0.1";
@@ -27,17 +28,7 @@ export interface Microsocks {
   stop(): Promise<void>;
 }
 
-/** A port that was free a moment ago (listen on 0, read it, close). */
-export async function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freeLoopbackPort };
 
 async function waitForListen(port: number, proc: Subprocess, log: () => string): Promise<void> {
   for (let i = 0; i < 200; i++) {

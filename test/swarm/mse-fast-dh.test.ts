@@ -16,9 +16,8 @@ import {
   modPow,
 } from "../../seeder/swarm/mse-fast-dh";
 import { Swarm } from "../../seeder/swarm/swarm";
-import { freePort, removeTmpDirs, sha256File, tmpDir } from "../support/clients";
+import { freePort, libtorrentDownloadDetailed, removeTmpDirs, sha256File, tmpDir } from "../support/clients";
 import { type Content, randomContent, saveTorrent } from "../support/seeder-fixture";
-import { libtorrentEncryptedDownload } from "./libtorrent-encrypted";
 
 const P = BigInt(`0x${MSE_PRIME_HEX}`);
 const TEST_LIMIT = 180_000;
@@ -187,11 +186,11 @@ describe("given our Swarm and a libtorrent that requires encryption", () => {
       `when it downloads with allowed_enc_level ${level}, then it gets the exact bytes over an encrypted connection`,
       async () => {
         const before = dhs.length;
-        const got = await libtorrentEncryptedDownload({
+        const got = await libtorrentDownloadDetailed({
           torrentPath,
           dir: await tmpDir("pt-lt-enc-"),
           connect: { host: "127.0.0.1", port },
-          level,
+          encryption: level,
           timeoutMs: 60_000,
         });
         expect(await sha256File(got.path)).toBe(content.blob.sha256);
