@@ -14,7 +14,14 @@ import { type Client, createClient } from "@libsql/client/web";
 import type { ExecutionContext } from "hono";
 import { type App, createApp } from "../src/api/app";
 import { systemClock } from "../src/clock";
-import { type Config, ConfigError, type Env, loadConfig } from "../src/config";
+import {
+  type Config,
+  ConfigError,
+  type Env,
+  loadConfig,
+  unknownSettingMessage,
+  unknownSettings,
+} from "../src/config";
 import { createDatabase } from "../src/db";
 import { createLogger, type Logger } from "../src/log";
 import { liveNodesCheck } from "../src/nodes/registry";
@@ -87,6 +94,8 @@ export function buildEdgeApp(bindings: EdgeEnv, opts: { log?: Logger } = {}): Ed
   const config = loadConfig(env);
   const log =
     opts.log ?? createLogger({ level: config.monitoring.logLevel, json: config.monitoring.jsonLogs });
+  for (const u of unknownSettings(env))
+    log.warn(unknownSettingMessage(u), { variable: u.variable, suggestion: u.suggestion });
   const url = edgeDatabaseUrl(env, config);
   // No client-side queue: the client's default limit (20) would start a queued query from inside
   // another request's promise continuation, and workerd ties I/O to the request that started it.

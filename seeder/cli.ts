@@ -3,9 +3,17 @@
  * config. commander parses the command line (well kept, no dependencies, good help output).
  */
 import { Command } from "commander";
-import { type Config, ConfigError, loadConfig, SETTINGS } from "../src/config";
+import {
+  type Config,
+  ConfigError,
+  loadConfig,
+  maskUrlSecrets,
+  SETTINGS,
+  unknownSettingMessage,
+  unknownSettings,
+} from "../src/config";
 import { registerKeysCommand } from "./commands/keys";
-import { openDatabase, runMigrations } from "./db";
+import { DatabaseError, openDatabase, runMigrations } from "./db";
 import {
   makeLogger,
   type Running,
@@ -32,6 +40,8 @@ function configOrExit(): Config {
 async function run(start: (c: Config) => Promise<Running>) {
   const config = configOrExit();
   const log = makeLogger(config);
+  for (const u of unknownSettings(process.env))
+    log.warn(unknownSettingMessage(u), { variable: u.variable, suggestion: u.suggestion });
   try {
     const running = await start(config);
     stopOnSignals(running, log);
@@ -68,9 +78,14 @@ program
   .description("apply database migrations and exit")
   .action(async () => {
     const config = configOrExit();
-    const { client, db } = await openDatabase(config);
-    await runMigrations(db);
-    client.close();
+    try {
+      const { client, db } = await openDatabase(config);
+      await runMigrations(db).finally(() => client.close());
+    } catch (e) {
+      if (!(e instanceof DatabaseError)) throw e;
+      console.error(e.message);
+      process.exit(1);
+    }
     console.log(`migrations applied to ${redactDbUrl(config.database.url)}`);
   });
 
@@ -79,10 +94,12 @@ program
   .description("list every setting with its current value and meaning")
   .action(() => {
     configOrExit();
+    for (const u of unknownSettings(process.env)) console.error(`warning: ${unknownSettingMessage(u)}`);
     for (const [name, s] of Object.entries(SETTINGS)) {
       const secret = /PASSWORD|SECRET|TOKEN/.test(name);
       const raw = process.env[name];
-      const shown = raw ? (secret ? "***" : raw) : `(default ${JSON.stringify(s.default) ?? "unset"})`;
+      const value = raw && name.endsWith("_URL") ? maskUrlSecrets(raw) : raw;
+      const shown = raw ? (secret ? "***" : value) : `(default ${JSON.stringify(s.default) ?? "unset"})`;
       console.log(`${name}=${shown}\n    ${s.doc}`);
     }
   });

@@ -7,27 +7,48 @@ import type { Command } from "commander";
 import { apiKeyId } from "../../src/auth/key-format";
 import { createApiKey, listApiKeys, revokeApiKey } from "../../src/auth/keys";
 import { DEFAULT_SCOPES, parseScopes, SCOPES, type Scope } from "../../src/auth/scopes";
-import { ConfigError, loadConfig } from "../../src/config";
+import { type Config, ConfigError, loadConfig } from "../../src/config";
 import type { Database } from "../../src/db";
-import { openDatabase, runMigrations } from "../db";
+import { DatabaseError, openDatabase, runMigrations } from "../db";
 
 function fail(message: string, code = 2): never {
   console.error(message);
   process.exit(code);
 }
 
-async function withDatabase<T>(fn: (db: Database) => Promise<T>): Promise<T> {
-  let config: ReturnType<typeof loadConfig>;
+function configOrFail(): Config {
   try {
-    config = loadConfig(process.env);
+    return loadConfig(process.env);
   } catch (e) {
     if (e instanceof ConfigError)
       fail(`${e.message}\n\nFix the variables above (environment or .env) and try again.`);
     throw e;
   }
-  const { client, db } = await openDatabase(config);
+}
+
+/** Where this configuration's API answers, for the example printed after `keys create`. */
+export function apiBaseUrl(config: Config): string {
+  // The node's public URL is the API's too when both share one port (the embedded default).
+  if (process.env.NODE__PUBLIC_URL && !config.node.httpPort) return config.node.publicUrl;
+  const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  return `http://${host.includes(":") ? `[${host}]` : host}:${config.port}`;
+}
+
+async function withDatabase<T>(fn: (db: Database) => Promise<T>): Promise<T> {
+  const config = configOrFail();
+  let opened: Awaited<ReturnType<typeof openDatabase>>;
   try {
-    await runMigrations(db);
+    opened = await openDatabase(config);
+    await runMigrations(opened.db).catch((e) => {
+      opened.client.close();
+      throw e;
+    });
+  } catch (e) {
+    if (e instanceof DatabaseError) fail(e.message, 1);
+    throw e;
+  }
+  const { client, db } = opened;
+  try {
     return await fn(db);
   } finally {
     client.close();
@@ -82,7 +103,10 @@ export function registerKeysCommand(program: Command): void {
       console.log("The key is shown only this once; store it now:\n");
       console.log(`  ${made.key}\n`);
       console.log("Use it as a bearer token:");
-      console.log(`  curl -H "Authorization: Bearer ${made.key}" http://127.0.0.1:8000/v1/requests/<id>`);
+      const config = configOrFail();
+      console.log(
+        `  curl -H "Authorization: Bearer ${made.key}" ${apiBaseUrl(config)}${config.apiPrefix}/requests/<id>`,
+      );
       console.log(
         "or sign requests with it (see docs/auth.md). Revoke with `proxytorrent keys revoke " +
           made.id +

@@ -586,6 +586,14 @@ export function loadConfig(env: Env): Config {
       variable: "WEBHOOK__RETRY_DELAYS",
       message: "expected whole numbers of seconds (at most 604800 each), e.g. 5,300,1800",
     });
+  const dbScheme = /^([A-Za-z][A-Za-z0-9+.-]*):/
+    .exec(r.DATABASE__DATABASE_URL ?? "file:")?.[1]
+    ?.toLowerCase();
+  if (!dbScheme || !DATABASE_SCHEMES.includes(dbScheme))
+    problems.push({
+      variable: "DATABASE__DATABASE_URL",
+      message: `unsupported scheme ${dbScheme ? `${dbScheme}:` : "(none)"}; use a libSQL URL: ${DATABASE_SCHEMES.map((x) => `${x}:`).join(", ")} (PostgreSQL and MySQL are not supported)`,
+    });
   if (problems.length) throw new ConfigError(problems);
 
   const nodePort = r.NODE__HTTP_PORT ?? r.PORT;
@@ -697,4 +705,86 @@ export function parseProxyUrl(raw: string): ProxyConfig {
     username: u.username ? decodeURIComponent(u.username) : undefined,
     password: u.password ? decodeURIComponent(u.password) : undefined,
   };
+}
+
+/** The URL schemes @libsql/client opens (anything else is a config error, not a crash). */
+export const DATABASE_SCHEMES = ["file", "libsql", "http", "https", "ws", "wss"];
+
+/**
+ * A URL for display: the password of its userinfo and token-like query parameters replaced by
+ * `***`, everything else kept readable (`socks5h://alice:***@127.0.0.1:1080`).
+ */
+export function maskUrlSecrets(raw: string): string {
+  const m = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^/?#]*)(.*)$/s.exec(raw);
+  let out = raw;
+  if (m) {
+    const [, scheme, authority, rest] = m as unknown as [string, string, string, string];
+    const at = authority.lastIndexOf("@");
+    const colon = at < 0 ? -1 : authority.slice(0, at).indexOf(":");
+    out = colon < 0 ? raw : `${scheme}${authority.slice(0, colon)}:***${authority.slice(at)}${rest}`;
+  }
+  return out.replace(/([?&](?:authToken|token|password|passkey|key|secret)=)[^&#]*/gi, "$1***");
+}
+
+/**
+ * The original ProxyTorrent's names that this one reads no more on purpose (README,
+ * Configuration): never reported as unknown.
+ */
+export const IGNORED_ORIGINAL_SETTINGS = [
+  "CACHE__CACHE_ENABLED",
+  "CACHE__REDIS_URL",
+  "STORAGE__CONTENT_PATH",
+  "STORAGE__TORRENT_PATH",
+  "STORAGE__RESUME_PATH",
+];
+
+/**
+ * Variables that look like one of our `GROUP__FIELD` settings (a known group) but are not one,
+ * e.g. `SECURITY__AUTH_ENABLE`, each with the closest known name when one is close enough.
+ * Variables of other groups (PATH, BUN_…, someone else's FOO__BAR) are not ours to judge.
+ */
+export function unknownSettings(env: Env): { variable: string; suggestion: string | null }[] {
+  const known = Object.keys(SETTINGS);
+  const groups = new Set(known.filter((k) => k.includes("__")).map((k) => k.slice(0, k.indexOf("__"))));
+  const out: { variable: string; suggestion: string | null }[] = [];
+  for (const name of Object.keys(env)) {
+    const sep = name.indexOf("__");
+    if (sep <= 0 || !groups.has(name.slice(0, sep).toUpperCase())) continue;
+    if (name in SETTINGS || IGNORED_ORIGINAL_SETTINGS.includes(name)) continue;
+    const upper = name.toUpperCase();
+    const field = upper.slice(sep + 2);
+    let best: string | null = null;
+    let bestDistance = Number.POSITIVE_INFINITY;
+    for (const k of known) {
+      const d = editDistance(upper, k);
+      if (d < bestDistance) [best, bestDistance] = [k, d];
+    }
+    // Close enough to be a typo, or the known field contains the one given (PROXY__URL).
+    const close =
+      best !== null &&
+      (bestDistance <= Math.max(2, Math.floor(field.length / 3)) ||
+        (best.startsWith(upper.slice(0, sep + 2)) && field.length >= 3 && best.endsWith(field)));
+    out.push({ variable: name, suggestion: close ? best : null });
+  }
+  return out;
+}
+
+/** One line per unknown setting, for the log and `proxytorrent config`. */
+export function unknownSettingMessage(u: { variable: string; suggestion: string | null }): string {
+  return `unknown setting ${u.variable} is ignored${u.suggestion ? `; did you mean ${u.suggestion}?` : ""}`;
+}
+
+/**
+ * Levenshtein distance. Ten lines here rather than a dependency: it runs on Workers and Bun alike,
+ * and only compares a handful of short names once at start-up.
+ */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++)
+      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
 }

@@ -21,8 +21,12 @@ const BIN = resolve(import.meta.dir, "../../bin/proxytorrent");
 let dir: string;
 
 async function cli(...args: string[]) {
+  return cliWith({}, ...args);
+}
+
+async function cliWith(env: Record<string, string>, ...args: string[]) {
   const p = Bun.spawn([BIN, "keys", ...args], {
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir, STORAGE__BASE_PATH: dir },
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir, STORAGE__BASE_PATH: dir, ...env },
     stdout: "pipe",
     stderr: "pipe",
   });
@@ -108,6 +112,22 @@ describe("proxytorrent keys", () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("unknown scope everything");
     expect((await cli("create")).code).not.toBe(0);
+  });
+
+  test("the curl example names the configured HOST and PORT (or NODE__PUBLIC_URL) and API prefix", async () => {
+    const r = await cliWith({ HOST: "127.0.0.2", PORT: "9123" }, "create", "--name", "port");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(
+      /curl -H "Authorization: Bearer pt_\S+" http:\/\/127\.0\.0\.2:9123\/v1\/requests\/<id>/,
+    );
+    const pub = await cliWith(
+      { PORT: "9123", NODE__PUBLIC_URL: "https://pt.example.test", API_PREFIX: "/api" },
+      "create",
+      "--name",
+      "public",
+    );
+    expect(pub.stdout).toContain(" https://pt.example.test/api/requests/<id>");
+    expect(pub.stdout).not.toContain(":8000");
   });
 
   test("revoke makes the key fail at once; revoking an unknown id exits 1", async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { ConfigError, loadConfig, parseProxyUrl } from "../../src/config";
+import { ConfigError, loadConfig, maskUrlSecrets, parseProxyUrl, unknownSettings } from "../../src/config";
 
 function problems(env: Record<string, string>): string[] {
   try {
@@ -88,5 +88,53 @@ describe("configuration", () => {
     } catch (e) {
       expect((e as Error).message).toContain("TORRENT__ANNOUNCE_URL");
     }
+  });
+
+  test("URLs are shown with their password and auth token masked, the rest readable", () => {
+    expect(maskUrlSecrets("socks5h://alice:s3cret@127.0.0.1:1080")).toBe(
+      "socks5h://alice:***@127.0.0.1:1080",
+    );
+    expect(maskUrlSecrets("libsql://db.example.test?authToken=eyJhbGci&tls=1")).toBe(
+      "libsql://db.example.test?authToken=***&tls=1",
+    );
+    expect(maskUrlSecrets("https://u:p%40ss@db.example.test:8080/x")).toBe(
+      "https://u:***@db.example.test:8080/x",
+    );
+    expect(maskUrlSecrets("file:./data/proxytorrent.db")).toBe("file:./data/proxytorrent.db");
+    expect(maskUrlSecrets("socks5://alice@127.0.0.1:1080")).toBe("socks5://alice@127.0.0.1:1080");
+  });
+
+  test("a database URL of a scheme libSQL cannot open is a config error naming DATABASE__DATABASE_URL", () => {
+    expect(problems({ DATABASE__DATABASE_URL: "postgres://u:p@127.0.0.1/db" })).toEqual([
+      "DATABASE__DATABASE_URL",
+    ]);
+    expect(problems({ DATABASE__DATABASE_URL: "mysql://127.0.0.1/db" })).toEqual(["DATABASE__DATABASE_URL"]);
+    for (const ok of [
+      "file:/tmp/x.db",
+      "libsql://x.example.test",
+      "http://127.0.0.1:1",
+      "wss://x.example.test",
+    ])
+      expect(problems({ DATABASE__DATABASE_URL: ok })).toEqual([]);
+  });
+
+  test("misspelled settings of our groups are reported with the closest name; others are left alone", () => {
+    expect(
+      unknownSettings({
+        SECURITY__AUTH_ENABLE: "false",
+        PROXY__URL: "socks5://127.0.0.1:1",
+        SECURITY__NOTHING_LIKE_ANY_SETTING_AT_ALL: "1",
+        SECURITY__AUTH_ENABLED: "true",
+        PATH: "/usr/bin",
+        OTHERAPP__AUTH_ENABLE: "1",
+        // the original's names this version ignores on purpose (README, Configuration)
+        STORAGE__CONTENT_PATH: "./content",
+        CACHE__REDIS_URL: "redis://127.0.0.1",
+      }),
+    ).toEqual([
+      { variable: "SECURITY__AUTH_ENABLE", suggestion: "SECURITY__AUTH_ENABLED" },
+      { variable: "PROXY__URL", suggestion: "PROXY__PROXY_URL" },
+      { variable: "SECURITY__NOTHING_LIKE_ANY_SETTING_AT_ALL", suggestion: null },
+    ]);
   });
 });

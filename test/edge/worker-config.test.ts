@@ -5,7 +5,7 @@
 import { describe, expect, spyOn, test } from "bun:test";
 import worker, { buildEdgeApp, EdgeDatabaseUrlError, edgeAppFor, envFromBindings } from "../../edge/worker";
 import { ConfigError } from "../../src/config";
-import { silentLogger } from "../../src/log";
+import { createLogger, silentLogger } from "../../src/log";
 
 const ctx = { waitUntil() {}, passThroughOnException() {}, props: {} };
 
@@ -98,6 +98,20 @@ describe("fetch handler", () => {
   test("given a configuration error, when it is thrown by loadConfig, then it is a ConfigError naming the variable", () => {
     expect(() => buildEdgeApp({ DATABASE__DATABASE_URL: "https://x.test", PORT: "nope" })).toThrow(
       ConfigError,
+    );
+  });
+});
+
+describe("settings", () => {
+  test("given a misspelled setting among the bindings, when the app is built, then the log names it and the closest known name", () => {
+    const lines: string[] = [];
+    const built = buildEdgeApp(
+      { DATABASE__DATABASE_URL: "http://127.0.0.1:1", SECURITY__AUTH_ENABLE: "false" },
+      { log: createLogger({ write: (l) => lines.push(l) }) },
+    );
+    built.client.close();
+    expect(lines.join("\n")).toContain(
+      "unknown setting SECURITY__AUTH_ENABLE is ignored; did you mean SECURITY__AUTH_ENABLED?",
     );
   });
 });
