@@ -47,10 +47,10 @@ export class ContentStore {
   }
 
   async init(): Promise<void> {
-    await mkdir(this.casRoot, { recursive: true });
+    await mkdir(this.casRoot, { recursive: true, mode: 0o700 });
     // Anything in tmp belongs to a run that died mid-write: it was never a blob, drop it.
     await rm(this.tmpRoot, { recursive: true, force: true });
-    await mkdir(this.tmpRoot, { recursive: true });
+    await mkdir(this.tmpRoot, { recursive: true, mode: 0o700 });
   }
 
   pathFor(sha256: string): string {
@@ -74,7 +74,8 @@ export class ContentStore {
   /** A fresh temp file to stream a body into. */
   async createWriter(opts: WriterOptions = {}): Promise<BlobWriter> {
     const path = join(this.tmpRoot, `${randomUUID()}.part`);
-    const fh = await open(path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o644);
+    // 0600 like everything under the storage folder (a blob is this node's, served by it alone).
+    const fh = await open(path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
     const size = opts.expectedSize;
     const pieceLength = size && size > 0 && this.pieceLengthFor ? this.pieceLengthFor(size) : null;
     return new BlobWriter(this, path, fh, pieceLength, size ?? null);
@@ -214,7 +215,7 @@ export class BlobWriter {
       this.fhClosed = true;
       await this.fh.close();
       const dest = this.store.pathFor(d.sha256);
-      await mkdir(dirname(dest), { recursive: true });
+      await mkdir(dirname(dest), { recursive: true, mode: 0o700 });
       // Same bytes, same name: if the blob exists already this rename replaces it with identical
       // content, which is atomic and harmless.
       await rename(this.tempPath, dest);

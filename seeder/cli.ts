@@ -24,6 +24,10 @@ import {
   stopOnSignals,
 } from "./runtime";
 
+// Everything this process creates (database, WAL, blobs, folders) is its own alone: the database
+// holds the keys that sign requests. Explicit modes where files are made say the same.
+process.umask(0o077);
+
 function configOrExit(): Config {
   try {
     return loadConfig(process.env);

@@ -24,6 +24,7 @@ import { nodeHeartbeat, nodeStopped } from "../src/nodes/registry";
 import type { ContentStore } from "./cas";
 import { FetchError, type Fetcher } from "./fetcher";
 import type { Metrics } from "./metrics";
+import { ownRegistrations, recordRegistration } from "./storage";
 import type { Swarm } from "./swarm/swarm";
 import { createTorrentFile, magnetFor, torrentFromPieces, torrentNameFromUrl } from "./swarm/torrent";
 import type { Tracker } from "./swarm/tracker";
@@ -80,6 +81,13 @@ export class SeederNode {
   async start(): Promise<void> {
     const { log } = this.deps;
     await this.deps.store.init();
+    // Take the node name before touching anything that belongs to it (its torrents, its jobs):
+    // a live node of the same name elsewhere is an error, not a takeover. A row left "live" by
+    // this storage folder's previous run (killed a moment ago) is ours to take back.
+    this.startedAt = this.deps.clock.now();
+    const previous = ownRegistrations(this.deps.store.basePath, this.name);
+    recordRegistration(this.deps.store.basePath, this.name, this.startedAt);
+    await this.announceSelf([this.startedAt, ...previous]);
     await this.deps.swarm.start();
     this.running = true;
     const t0 = performance.now();
@@ -91,7 +99,6 @@ export class SeederNode {
       public_url: this.deps.config.node.publicUrl,
       torrent_port: this.deps.config.torrent.listenPort,
     });
-    this.startedAt = this.deps.clock.now();
     await this.announceSelf();
     this.registryTimer = setInterval(() => {
       this.announceSelf().catch((e) => log.warn("node heartbeat failed", { err: String(e) }));
@@ -121,22 +128,27 @@ export class SeederNode {
     this.deps.fetcher.closeIdleConnections?.();
     await this.deps.swarm.stop();
     await this.deps.tracker.close();
-    await nodeStopped(this.deps.db, this.deps.clock, this.name).catch(() => {});
+    await nodeStopped(this.deps.db, this.deps.clock, this.name, this.startedAt).catch(() => {});
   }
 
   /** Tell the registry this node is alive (start and every 5 s). */
-  private async announceSelf(): Promise<void> {
+  private async announceSelf(ownStartedAt = [this.startedAt]): Promise<void> {
     const { config, db, clock } = this.deps;
-    await nodeHeartbeat(db, clock, {
-      name: this.name,
-      publicUrl: config.node.publicUrl,
-      region: config.node.region,
-      pool: config.node.pool,
-      version: config.appVersion,
-      startedAt: this.startedAt,
-      activeJobs: this.active.size,
-      torrentsSeeding: this.seeded.size,
-    });
+    await nodeHeartbeat(
+      db,
+      clock,
+      {
+        name: this.name,
+        publicUrl: config.node.publicUrl,
+        region: config.node.region,
+        pool: config.node.pool,
+        version: config.appVersion,
+        startedAt: this.startedAt,
+        activeJobs: this.active.size,
+        torrentsSeeding: this.seeded.size,
+      },
+      ownStartedAt,
+    );
   }
 
   isSeeding(infohash: string): boolean {

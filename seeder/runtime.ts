@@ -17,6 +17,7 @@ import { openDatabase, runMigrations } from "./db";
 import { createFetcher } from "./fetcher";
 import { Metrics } from "./metrics";
 import { SeederNode } from "./node";
+import { lockStorageFolder, type StorageLock, secureDatabaseFile, secureStorageFolder } from "./storage";
 import { Swarm } from "./swarm/swarm";
 import { choosePieceLength } from "./swarm/torrent";
 import { createTracker } from "./swarm/tracker";
@@ -147,7 +148,9 @@ export async function startEmbedded(
 ): Promise<Running> {
   const log = opts.log ?? makeLogger(config);
   const clock = opts.clock ?? systemClock;
+  const lock = prepareStorage(config, log, true);
   const { client, db } = await openDatabase(config);
+  secureDatabaseFile(config.database.url, log);
   await runMigrations(db);
   await warnAboutDefaults(config, db, log, "embedded");
   const metrics = buildMetrics(config, db);
@@ -202,13 +205,16 @@ export async function startEmbedded(
       await webhooks.stop();
       await node.stop();
       client.close();
+      lock.release();
     },
   };
 }
 
 export async function startApi(config: Config, opts: { log?: Logger } = {}): Promise<Running> {
   const log = opts.log ?? makeLogger(config);
+  prepareStorage(config, log, false);
   const { client, db } = await openDatabase(config);
+  secureDatabaseFile(config.database.url, log);
   await runMigrations(db);
   await warnAboutDefaults(config, db, log, "api");
   const metrics = buildMetrics(config, db);
@@ -245,7 +251,9 @@ export async function startApi(config: Config, opts: { log?: Logger } = {}): Pro
 
 export async function startSeeder(config: Config, opts: { log?: Logger } = {}): Promise<Running> {
   const log = opts.log ?? makeLogger(config);
+  const lock = prepareStorage(config, log, true);
   const { client, db } = await openDatabase(config);
+  secureDatabaseFile(config.database.url, log);
   await runMigrations(db);
   await warnAboutDefaults(config, db, log, "seeder");
   const metrics = buildMetrics(config, db);
@@ -267,6 +275,7 @@ export async function startSeeder(config: Config, opts: { log?: Logger } = {}): 
       await webhooks.stop();
       await node.stop();
       client.close();
+      lock.release();
     },
   };
 }
@@ -301,6 +310,15 @@ function nodeHealthChecks(node: SeederNode) {
       },
     },
   ];
+}
+
+/**
+ * The storage folder made private (0700; see seeder/storage.ts) and, for a process that runs a
+ * node, locked for it alone: a second `serve`/`seeder` on the same folder fails here.
+ */
+function prepareStorage(config: Config, log: Logger, node: boolean): StorageLock {
+  secureStorageFolder(config.storage.basePath, log, node);
+  return node ? lockStorageFolder(config.storage.basePath, config.node.name) : { release() {} };
 }
 
 export function redactDbUrl(url: string): string {
