@@ -4,6 +4,8 @@
  * database that cannot be used is named with its cause by every command that opens it.
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { join } from "node:path";
+import { startHranaServer } from "../../seeder/hrana/server";
 import { freePort, tmpDir } from "../support/clients";
 import { CLI, ROOT, Service } from "../support/service";
 
@@ -89,6 +91,30 @@ describe("a database that cannot be used", () => {
       expect(r.all).not.toContain("s3cret");
       // one line, not a stack trace
       expect(r.all.trim().split("\n")).toHaveLength(1);
+    }
+  });
+
+  test("a wrong DATABASE__AUTH_TOKEN is reported as an authentication failure", async () => {
+    const db = await startHranaServer({
+      file: join(await tmpDir("pt-cli-auth-"), "x.db"),
+      port: 0,
+      authToken: "right-token",
+    });
+    try {
+      const r = await cli(["migrate"], {
+        DATABASE__DATABASE_URL: db.url,
+        DATABASE__AUTH_TOKEN: "wrong-token",
+      });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`DATABASE__DATABASE_URL=${db.url}`);
+      expect(r.stderr).toContain("authentication failed (check DATABASE__AUTH_TOKEN)");
+      const ok = await cli(["migrate"], {
+        DATABASE__DATABASE_URL: db.url,
+        DATABASE__AUTH_TOKEN: "right-token",
+      });
+      expect(ok.code).toBe(0);
+    } finally {
+      await db.stop();
     }
   });
 
