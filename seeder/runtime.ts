@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import type { Server } from "bun";
 import { createApp } from "../src/api/app";
-import { hasActiveApiKeys } from "../src/auth/keys";
+import { hasActiveApiKeys, sealStoredHashes } from "../src/auth/keys";
 import { type Clock, systemClock } from "../src/clock";
 import type { Config } from "../src/config";
 import type { Database } from "../src/db";
@@ -63,6 +63,15 @@ async function warnAboutDefaults(
       algorithms: sec.jwt.algorithms,
       keys: sec.jwt.jwksUrl ?? "SECURITY__JWT_SECRET",
     });
+  if (role !== "seeder") {
+    const keys = await sealStoredHashes(db, sec.keyEncryptionSecret);
+    if (keys.sealed)
+      log.info("sealed stored API key hashes with SECURITY__KEY_ENCRYPTION_SECRET", { keys: keys.sealed });
+    if (keys.unreadable)
+      log.warn(
+        `${keys.unreadable} API key(s) are sealed with a SECURITY__KEY_ENCRYPTION_SECRET other than this process's (or it is not set): they will be refused`,
+      );
+  }
   if (config.security.legacyBodyHmac)
     log.warn("SECURITY__LEGACY_BODY_HMAC=true: accepting the original's replayable body-only signatures");
   if (role !== "api") {

@@ -5,7 +5,7 @@
  */
 import type { Command } from "commander";
 import { apiKeyId } from "../../src/auth/key-format";
-import { createApiKey, listApiKeys, revokeApiKey } from "../../src/auth/keys";
+import { createApiKey, listApiKeys, revokeApiKey, sealStoredHashes } from "../../src/auth/keys";
 import { DEFAULT_SCOPES, parseScopes, SCOPES, type Scope } from "../../src/auth/scopes";
 import { type Config, ConfigError, loadConfig } from "../../src/config";
 import type { Database } from "../../src/db";
@@ -34,7 +34,7 @@ export function apiBaseUrl(config: Config): string {
   return `http://${host.includes(":") ? `[${host}]` : host}:${config.port}`;
 }
 
-async function withDatabase<T>(fn: (db: Database) => Promise<T>): Promise<T> {
+async function withDatabase<T>(fn: (db: Database, config: Config) => Promise<T>): Promise<T> {
   const config = configOrFail();
   let opened: Awaited<ReturnType<typeof openDatabase>>;
   try {
@@ -49,7 +49,9 @@ async function withDatabase<T>(fn: (db: Database) => Promise<T>): Promise<T> {
   }
   const { client, db } = opened;
   try {
-    return await fn(db);
+    // Keys made before SECURITY__KEY_ENCRYPTION_SECRET was set are sealed by any command that has it.
+    await sealStoredHashes(db, config.security.keyEncryptionSecret);
+    return await fn(db, config);
   } finally {
     client.close();
   }
@@ -84,7 +86,15 @@ export function registerKeysCommand(program: Command): void {
         scopes = parsed.scopes;
       }
       const tenant = opts.tenant?.trim() || undefined;
-      const made = await withDatabase((db) => createApiKey(db, { name, scopes, tenant, now: Date.now() }));
+      const made = await withDatabase((db, config) =>
+        createApiKey(db, {
+          name,
+          scopes,
+          tenant,
+          now: Date.now(),
+          secret: config.security.keyEncryptionSecret,
+        }),
+      );
       if (opts.json) {
         console.log(
           JSON.stringify({

@@ -5,7 +5,16 @@
 import { and, desc, eq, isNull, lt, or, sql } from "drizzle-orm";
 import type { Database } from "../db";
 import { type ApiKeyRow, apiKeys } from "../db/schema";
-import { type Bytes, fromHex, sha256Hex, timingSafeEqual } from "./crypto";
+import {
+  type Bytes,
+  fromBase64,
+  fromHex,
+  sha256,
+  sha256Hex,
+  timingSafeEqual,
+  toBase64,
+  utf8,
+} from "./crypto";
 import { apiKeyId, generateApiKey } from "./key-format";
 import { DEFAULT_SCOPES, parseScopes, type Scope } from "./scopes";
 
@@ -36,13 +45,21 @@ export const defaultTenant = (keyId: string) => `key:${keyId}`;
 
 export async function createApiKey(
   db: Database,
-  opts: { name: string; scopes?: readonly Scope[]; tenant?: string; now: number },
+  opts: {
+    name: string;
+    scopes?: readonly Scope[];
+    tenant?: string;
+    now: number;
+    /** SECURITY__KEY_ENCRYPTION_SECRET: store the hash sealed with it. */
+    secret?: string;
+  },
 ): Promise<ApiKeyInfo & { key: string }> {
   const { id, key } = generateApiKey();
+  const hash = await sha256(key);
   const row: ApiKeyRow = {
     id,
     name: opts.name,
-    hash: await sha256Hex(key),
+    hash: opts.secret ? await sealHash(opts.secret, id, hash) : await sha256Hex(key),
     scopes: [...(opts.scopes?.length ? opts.scopes : DEFAULT_SCOPES)],
     tenant: opts.tenant ?? defaultTenant(id),
     createdAt: opts.now,
@@ -105,12 +122,17 @@ async function touch(db: Database, id: string, now: number): Promise<void> {
 }
 
 /** `Authorization: Bearer pt_…`: the active key row if the presented key hashes to the stored hash. */
-export async function verifyApiKey(db: Database, key: string, now: number): Promise<ApiKeyInfo | null> {
+export async function verifyApiKey(
+  db: Database,
+  key: string,
+  now: number,
+  secret?: string,
+): Promise<ApiKeyInfo | null> {
   const id = apiKeyId(key);
   if (!id) return null;
   const row = await activeKey(db, id);
   if (!row) return null;
-  const stored = fromHex(row.hash);
+  const stored = await storedHash(row, secret);
   const presented = fromHex(await sha256Hex(key));
   if (!stored || !presented || !timingSafeEqual(stored, presented)) return null;
   await touch(db, id, now);
@@ -121,12 +143,95 @@ export async function verifyApiKey(db: Database, key: string, now: number): Prom
 export async function signingKey(
   db: Database,
   id: string,
+  secret?: string,
 ): Promise<{ key: ApiKeyInfo; hmacKey: Bytes } | null> {
   const row = await activeKey(db, id);
-  const hmacKey = row ? fromHex(row.hash) : null;
+  const hmacKey = row ? await storedHash(row, secret) : null;
   if (!row || !hmacKey) return null;
   return { key: info(row), hmacKey };
 }
 
 /** Record use of a key whose signature verified (at most one write a minute per key). */
 export const markKeyUsed = touch;
+
+// ---- sealed hashes (SECURITY__KEY_ENCRYPTION_SECRET) --------------------------------------------
+//
+// The stored SHA-256 of a key is the HMAC key of its signed requests, so whoever reads the database
+// could sign. With a server-side secret, the hash is stored AES-256-GCM-encrypted under a key
+// derived from that secret, with the key id as associated data (a sealed value copied to another
+// row does not open). The database alone then neither signs nor authenticates.
+
+const SEALED = "aes256gcm:";
+const sealKeys = new Map<string, Promise<CryptoKey>>();
+
+function sealKey(secret: string): Promise<CryptoKey> {
+  let k = sealKeys.get(secret);
+  if (!k) {
+    k = sha256(`proxytorrent api-key-hash sealing v1\0${secret}`).then((raw) =>
+      crypto.subtle.importKey("raw", raw as BufferSource, "AES-GCM", false, ["encrypt", "decrypt"]),
+    );
+    sealKeys.set(secret, k);
+  }
+  return k;
+}
+
+export const isSealed = (stored: string) => stored.startsWith(SEALED);
+
+async function sealHash(secret: string, id: string, hash: Bytes): Promise<string> {
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const ct = new Uint8Array(
+    await crypto.subtle.encrypt(
+      { name: "AES-GCM", iv, additionalData: utf8(id) as BufferSource },
+      await sealKey(secret),
+      hash as BufferSource,
+    ),
+  );
+  return `${SEALED}${toBase64(iv)}:${toBase64(ct)}`;
+}
+
+/** The key's SHA-256 from its row: hex as stored, or opened with the secret (null if it cannot be). */
+async function storedHash(row: ApiKeyRow, secret: string | undefined): Promise<Bytes | null> {
+  if (!isSealed(row.hash)) return fromHex(row.hash);
+  if (!secret) return null;
+  const [iv, ct] = row.hash.slice(SEALED.length).split(":").map(fromBase64);
+  if (!iv || !ct) return null;
+  try {
+    return new Uint8Array(
+      await crypto.subtle.decrypt(
+        { name: "AES-GCM", iv: iv as BufferSource, additionalData: utf8(row.id) as BufferSource },
+        await sealKey(secret),
+        ct as BufferSource,
+      ),
+    );
+  } catch {
+    return null; // another secret, or a tampered value
+  }
+}
+
+/**
+ * Seal every hash stored in clear (keys made before the secret was set, or by a process without
+ * it); report the sealed ones that this secret (or its absence) cannot open.
+ */
+export async function sealStoredHashes(
+  db: Database,
+  secret: string | undefined,
+): Promise<{ sealed: number; unreadable: number }> {
+  const rows = await db.select().from(apiKeys).where(isNull(apiKeys.revokedAt));
+  let sealed = 0;
+  let unreadable = 0;
+  for (const row of rows) {
+    if (isSealed(row.hash)) {
+      if (!(await storedHash(row, secret))) unreadable++;
+      continue;
+    }
+    const hash = fromHex(row.hash);
+    if (!secret || !hash) continue;
+    // Only if still the clear value read above (another process may be sealing it too).
+    await db
+      .update(apiKeys)
+      .set({ hash: await sealHash(secret, row.id, hash) })
+      .where(and(eq(apiKeys.id, row.id), eq(apiKeys.hash, row.hash)));
+    sealed++;
+  }
+  return { sealed, unreadable };
+}

@@ -196,6 +196,10 @@ export const SETTINGS = {
     300,
     "How far the `created` time of a signed request may be from the server's clock.",
   ),
+  SECURITY__KEY_ENCRYPTION_SECRET: opt(
+    text,
+    "Seals the stored hash of each API key (the HMAC key of signed requests) so the database alone cannot sign; at least 32 characters, the same in every API process and `keys` command.",
+  ),
 
   PROXY__PROXY_ENABLED: s(bool, false, "Send every fetch through the proxy below; fails closed."),
   PROXY__PROXY_TYPE: s(proxyType, "socks5" as string, "socks5, socks5h, http or https."),
@@ -469,6 +473,8 @@ export interface Config {
     /** CIDRs of reverse proxies whose X-Forwarded-For is believed. */
     trustedProxies: string[];
     signatureWindowSeconds: number;
+    /** Seals stored API key hashes (src/auth/keys.ts). */
+    keyEncryptionSecret?: string;
   };
   proxy: ProxyConfig | null;
   fetcher: {
@@ -586,6 +592,11 @@ export function loadConfig(env: Env): Config {
       variable: "WEBHOOK__RETRY_DELAYS",
       message: "expected whole numbers of seconds (at most 604800 each), e.g. 5,300,1800",
     });
+  if (r.SECURITY__KEY_ENCRYPTION_SECRET && r.SECURITY__KEY_ENCRYPTION_SECRET.length < 32)
+    problems.push({
+      variable: "SECURITY__KEY_ENCRYPTION_SECRET",
+      message: "must be at least 32 characters (e.g. `openssl rand -hex 32`)",
+    });
   const dbScheme = /^([A-Za-z][A-Za-z0-9+.-]*):/
     .exec(r.DATABASE__DATABASE_URL ?? "file:")?.[1]
     ?.toLowerCase();
@@ -620,6 +631,7 @@ export function loadConfig(env: Env): Config {
       jwt,
       trustedProxies: r.SECURITY__TRUSTED_PROXIES,
       signatureWindowSeconds: r.SECURITY__SIGNATURE_WINDOW_SECONDS,
+      keyEncryptionSecret: r.SECURITY__KEY_ENCRYPTION_SECRET,
     },
     proxy,
     fetcher: {

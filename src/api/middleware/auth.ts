@@ -66,7 +66,7 @@ export function auth(deps: Pick<AppDeps, "db" | "clock" | "config" | "log">): Mi
         now,
         windowSeconds: sec.signatureWindowSeconds,
         findKey: async (id) => {
-          seen.key = await signingKey(db, id);
+          seen.key = await signingKey(db, id, sec.keyEncryptionSecret);
           return seen.key?.hmacKey ?? null;
         },
         rememberNonce: (id, nonce, until) => rememberNonce(db, id, nonce, until, now),
@@ -87,7 +87,7 @@ export function auth(deps: Pick<AppDeps, "db" | "clock" | "config" | "log">): Mi
         return { principal: makePrincipal(await id, DEFAULT_SCOPES, "token") };
     }
     if (token.startsWith("pt_")) {
-      const key = await verifyApiKey(db, token, clock.now());
+      const key = await verifyApiKey(db, token, clock.now(), sec.keyEncryptionSecret);
       if (key) return { principal: makePrincipal(key.tenant, key.scopes, "key", key.id) };
       return { scheme: "key", reason: "unknown, revoked or wrong API key" };
     }
