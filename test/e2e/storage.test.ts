@@ -85,6 +85,17 @@ describe("file modes", () => {
     expect(svc.output).toContain("storage folder was readable by other users; made it private (0700)");
     expect(svc.output).toContain('"was":"0755"');
   });
+
+  test("a database file outside the storage folder that others may read (0644) is made 0600 at start", async () => {
+    const dir = await tmpDir("pt-modes-db-");
+    const file = join(dir, "elsewhere.db");
+    await writeFile(file, "", { mode: 0o644 });
+    await chmod(file, 0o644);
+    const svc = await started({ command: "api", env: { DATABASE__DATABASE_URL: `file:${file}` } });
+    expect(await mode(file)).toBe("600");
+    expect(await mode(`${file}-wal`)).toBe("600");
+    expect(svc.output).toContain("database file was readable by other users; made it private (0600)");
+  });
 });
 
 describe("one process per storage folder", () => {
