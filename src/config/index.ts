@@ -196,6 +196,11 @@ export const SETTINGS = {
     300,
     "How far the `created` time of a signed request may be from the server's clock.",
   ),
+  SECURITY__MAX_BODY_BYTES: s(
+    int(1024, 1024 * 1024 * 1024),
+    2 * 1024 * 1024,
+    "Largest request body in bytes on every route (413 beyond it), counted while reading. Default 2 MiB: room for a 1 MiB `body` field.",
+  ),
 
   PROXY__PROXY_ENABLED: s(bool, false, "Send every fetch through the proxy below; fails closed."),
   PROXY__PROXY_TYPE: s(proxyType, "socks5" as string, "socks5, socks5h, http or https."),
@@ -469,6 +474,8 @@ export interface Config {
     /** CIDRs of reverse proxies whose X-Forwarded-For is believed. */
     trustedProxies: string[];
     signatureWindowSeconds: number;
+    /** Largest request body accepted on any route (SECURITY__MAX_BODY_BYTES). */
+    maxBodyBytes: number;
   };
   proxy: ProxyConfig | null;
   fetcher: {
@@ -612,6 +619,7 @@ export function loadConfig(env: Env): Config {
       jwt,
       trustedProxies: r.SECURITY__TRUSTED_PROXIES,
       signatureWindowSeconds: r.SECURITY__SIGNATURE_WINDOW_SECONDS,
+      maxBodyBytes: r.SECURITY__MAX_BODY_BYTES,
     },
     proxy,
     fetcher: {
