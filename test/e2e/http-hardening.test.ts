@@ -11,6 +11,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
+import { guarded, serveOptions } from "../../seeder/http-server";
+import { loadConfig } from "../../src/config";
+import { silentLogger } from "../../src/log";
 import { freePort, removeTmpDirs } from "../support/clients";
 import { Service } from "../support/service";
 
@@ -119,6 +122,31 @@ describe("no Host, bad Host: 400, never Bun's error page", () => {
       const a = await raw(svc.port, `GET /v1/health HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
       expect(a.status).toBe(400);
       noLeak(a);
+    }
+  });
+});
+
+describe("an uncaught error in a handler", () => {
+  test("is a short JSON 500 from our error handler, whatever NODE_ENV says", async () => {
+    const logged: string[] = [];
+    const log = { ...silentLogger, error: (msg: string) => void logged.push(msg) };
+    const server = Bun.serve({
+      ...serveOptions(loadConfig({}), log),
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: guarded(loadConfig({}), () => {
+        throw new Error("boom in /some/secret/path.ts");
+      }),
+    });
+    try {
+      const a = await raw(server.port!, "GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+      expect(a.status).toBe(500);
+      expect(JSON.parse(a.body)).toEqual({ detail: "Internal server error" });
+      noLeak(a);
+      expect(a.body).not.toContain("boom");
+      expect(logged).toEqual(["unhandled error in HTTP handler"]);
+    } finally {
+      server.stop(true);
     }
   });
 });

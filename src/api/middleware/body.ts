@@ -11,7 +11,7 @@ import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 
 export function requestBodyLimit(maxBytes: number): MiddlewareHandler {
-  return bodyLimit({
+  const limit = bodyLimit({
     maxSize: maxBytes,
     onError: (c) =>
       c.json(
@@ -19,6 +19,8 @@ export function requestBodyLimit(maxBytes: number): MiddlewareHandler {
         413,
       ),
   });
+  // No GET or HEAD route reads a body, and a GET Request cannot be rebuilt with the counted one.
+  return (c, next) => (c.req.method === "GET" || c.req.method === "HEAD" ? next() : limit(c, next));
 }
 
 const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
