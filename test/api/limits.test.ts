@@ -106,11 +106,21 @@ describe("request body limit (SECURITY__MAX_BODY_BYTES)", () => {
     }
   });
 
-  test("a body within the limit still works", async () => {
-    const res = await postJson(
-      "/v1/requests",
-      JSON.stringify({ url: "http://example.test/ok", body: "x".repeat(LIMIT / 2) }),
-    );
+  test("a body within the limit still works, declared or chunked", async () => {
+    const json = JSON.stringify({ url: "http://example.test/ok", body: "x".repeat(LIMIT / 2) });
+    expect((await postJson("/v1/requests", json)).status).toBe(201);
+    const bytes = new TextEncoder().encode(json);
+    const res = await app.request(`${BASE}/v1/requests`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: new ReadableStream({
+        start(ctrl) {
+          for (let i = 0; i < bytes.length; i += 4096) ctrl.enqueue(bytes.subarray(i, i + 4096));
+          ctrl.close();
+        },
+      }),
+      duplex: "half",
+    } as RequestInit);
     expect(res.status).toBe(201);
   });
 });
@@ -138,6 +148,26 @@ describe("signed requests: cheap checks before the body", () => {
       expect(res.status).toBe(401);
       expect(counter.pulled).toBe(0);
     }
+  });
+
+  test("a signed request with a chunked body within the limit still verifies", async () => {
+    const key = await createApiKey(t.db, { name: "chunked", now: Date.now() });
+    const url = `${BASE}/v1/requests`;
+    const json = JSON.stringify({ url: "http://example.test/signed-chunked", body: "y".repeat(LIMIT / 2) });
+    const headers = await signatureHeaders(key.key, { method: "POST", url, body: json });
+    const bytes = new TextEncoder().encode(json);
+    const res = await app.request(url, {
+      method: "POST",
+      headers: { ...headers, "content-type": "application/json" },
+      body: new ReadableStream({
+        start(ctrl) {
+          for (let i = 0; i < bytes.length; i += 4096) ctrl.enqueue(bytes.subarray(i, i + 4096));
+          ctrl.close();
+        },
+      }),
+      duplex: "half",
+    } as RequestInit);
+    expect(res.status).toBe(201);
   });
 
   test("the verifier reads the body only after the key and the signature checked out", async () => {
