@@ -15,6 +15,7 @@ import { liveNodesCheck } from "../src/nodes/registry";
 import { ContentStore } from "./cas";
 import { openDatabase, runMigrations } from "./db";
 import { createFetcher } from "./fetcher";
+import { guarded, serveOptions } from "./http-server";
 import { Metrics } from "./metrics";
 import { SeederNode } from "./node";
 import { lockStorageFolder, type StorageLock, secureDatabaseFile, secureStorageFolder } from "./storage";
@@ -184,20 +185,21 @@ export async function startEmbedded(
   });
   const shared = !config.node.httpPort || config.node.httpPort === config.port;
   server = Bun.serve({
+    ...serveOptions(config, log),
     hostname: config.host,
     port: config.port,
     idleTimeout: 120,
-    async fetch(req, srv) {
+    fetch: guarded(config, async (req, srv) => {
       if (metrics && new URL(req.url).pathname === "/metrics") return metrics.response();
       if (shared) {
         const res = await node.handleHttp(req, clientAddress(srv, req));
         if (res) return res;
       }
       return app.fetch(req);
-    },
+    }),
   });
   const servers: Server<unknown>[] = [server];
-  if (!shared) servers.push(serveNodeHttp(config, node, metrics));
+  if (!shared) servers.push(serveNodeHttp(config, node, metrics, log));
   log.info("ProxyTorrent is listening", {
     api: `http://${config.host}:${server.port}`,
     docs: `http://${config.host}:${server.port}/docs`,
@@ -241,10 +243,12 @@ export async function startApi(config: Config, opts: { log?: Logger } = {}): Pro
     onResponse: httpObserver(metrics),
   });
   server = Bun.serve({
+    ...serveOptions(config, log),
     hostname: config.host,
     port: config.port,
-    fetch: (req) =>
+    fetch: guarded(config, (req) =>
       metrics && new URL(req.url).pathname === "/metrics" ? metrics.response() : app.fetch(req),
+    ),
   });
   log.info("ProxyTorrent API is listening", { api: `http://${config.host}:${server.port}` });
   return {
@@ -269,7 +273,7 @@ export async function startSeeder(config: Config, opts: { log?: Logger } = {}): 
   const node = buildNode(config, db, systemClock, log, metrics);
   await node.start();
   const webhooks = startWebhookDelivery(config, db, systemClock, log, metrics);
-  const server = serveNodeHttp(config, node, metrics);
+  const server = serveNodeHttp(config, node, metrics, log);
   log.info("ProxyTorrent node is listening", {
     node: config.node.name,
     http: `http://${config.host}:${server.port}`,
@@ -289,17 +293,23 @@ export async function startSeeder(config: Config, opts: { log?: Logger } = {}): 
   };
 }
 
-function serveNodeHttp(config: Config, node: SeederNode, metrics: Metrics | null): Server<unknown> {
+function serveNodeHttp(
+  config: Config,
+  node: SeederNode,
+  metrics: Metrics | null,
+  log: Logger,
+): Server<unknown> {
   return Bun.serve({
+    ...serveOptions(config, log),
     hostname: config.host,
     port: config.node.httpPort ?? config.port,
     idleTimeout: 120,
-    async fetch(req, srv) {
+    fetch: guarded(config, async (req, srv) => {
       if (metrics && new URL(req.url).pathname === "/metrics") return metrics.response();
       return (
         (await node.handleHttp(req, clientAddress(srv, req))) ?? new Response("Not Found\n", { status: 404 })
       );
-    },
+    }),
   });
 }
 

@@ -579,7 +579,13 @@ export async function startHranaServer(opts: HranaServerOptions): Promise<HranaS
     hostname: host,
     port: opts.port ?? 0,
     development: false,
+    // Never Bun's error page, and a URL without a usable Host is a 400, not a thrown TypeError.
+    error: (e) => {
+      log("request failed", { error: e.message });
+      return json({ message: "internal error", code: "INTERNAL_ERROR" }, 500);
+    },
     async fetch(request) {
+      if (!URL.canParse(request.url)) return json({ message: "missing or invalid Host header" }, 400);
       const { pathname } = new URL(request.url);
       if (request.method === "GET" && (pathname === "/health" || pathname === "/")) {
         return new Response("ok\n", { headers: { "content-type": "text/plain" } });

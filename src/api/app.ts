@@ -2,8 +2,8 @@
  * The Hono application, built by a factory from its dependencies so the embedded server, the
  * Bun-only API process, the Worker and the tests all construct it the same way.
  *
- * Order: request id → canonical request log line → routes (root, docs, health, v1 requests) →
- * one error renderer.
+ * Order: request id → canonical request log line → body size limit → routes (root, docs, health,
+ * v1 requests) → one error renderer.
  */
 import { swaggerUI } from "@hono/swagger-ui";
 import { Hono } from "hono";
@@ -16,6 +16,7 @@ import type { Database } from "../db";
 import type { Logger } from "../log";
 import { renderError } from "./errors";
 import type { Principal } from "./middleware/auth";
+import { requestBodyLimit } from "./middleware/body";
 import { healthRoutes } from "./routes/health";
 import { requestRoutes } from "./routes/requests";
 import { webhookRoutes } from "./routes/webhooks";
@@ -86,6 +87,8 @@ export function createApp(deps: AppDeps) {
       seconds: ms / 1000,
     });
   });
+  // Before auth and every route: nothing reads more than this (see middleware/body.ts).
+  app.use(requestBodyLimit(config.security.maxBodyBytes));
   app.onError((err, c) => renderError(err, c, log));
   app.notFound((c) => c.json({ detail: "Not Found" }, 404));
 

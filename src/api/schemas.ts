@@ -40,6 +40,35 @@ const routeName = (field: string) =>
     v.regex(/^[A-Za-z0-9._-]{1,64}$/, `${field} must be 1-64 letters, digits, dots, dashes or underscores`),
   );
 
+/** Bounds of the `headers` field of POST /v1/requests (documented in the README, "Limits"). */
+export const HEADER_LIMITS = { count: 64, nameLength: 256, valueLength: 8192, totalLength: 32768 } as const;
+
+const headersField = v.pipe(
+  v.record(
+    v.pipe(
+      v.string(),
+      v.minLength(1, "header names must not be empty"),
+      v.maxLength(
+        HEADER_LIMITS.nameLength,
+        `header names are at most ${HEADER_LIMITS.nameLength} characters`,
+      ),
+    ),
+    v.pipe(
+      v.string("header values must be strings"),
+      v.maxLength(
+        HEADER_LIMITS.valueLength,
+        `header values are at most ${HEADER_LIMITS.valueLength} characters`,
+      ),
+    ),
+  ),
+  v.check((h) => Object.keys(h).length <= HEADER_LIMITS.count, `at most ${HEADER_LIMITS.count} headers`),
+  v.check(
+    (h) =>
+      Object.entries(h).reduce((n, [k, val]) => n + k.length + val.length, 0) <= HEADER_LIMITS.totalLength,
+    `headers are at most ${HEADER_LIMITS.totalLength} characters in all (names and values)`,
+  ),
+);
+
 export const createRequestSchema = (maxTtl: number, defaultTtl: number) =>
   v.object({
     url: targetUrl,
@@ -48,12 +77,14 @@ export const createRequestSchema = (maxTtl: number, defaultTtl: number) =>
       v.description("HTTP method used towards the origin."),
     ),
     headers: v.pipe(
-      v.optional(v.nullable(v.record(v.string(), v.string("header values must be strings"))), null),
-      v.description("Headers sent to the origin (Authorization, Cookie and hop-by-hop headers are dropped)."),
+      v.optional(v.nullable(headersField), null),
+      v.description(
+        `Headers sent to the origin (Authorization, Cookie and hop-by-hop headers are dropped). At most ${HEADER_LIMITS.count}, names up to ${HEADER_LIMITS.nameLength} and values up to ${HEADER_LIMITS.valueLength} characters, ${HEADER_LIMITS.totalLength} in all.`,
+      ),
     ),
     body: v.pipe(
       v.optional(v.nullable(v.pipe(v.string(), v.maxLength(1_048_576, "body is larger than 1 MiB"))), null),
-      v.description("Body sent to the origin."),
+      v.description("Body sent to the origin (at most 1 MiB)."),
     ),
     region: v.pipe(
       v.optional(v.nullable(routeName("region")), null),

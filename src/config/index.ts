@@ -200,6 +200,11 @@ export const SETTINGS = {
     text,
     "Seals the stored hash of each API key (the HMAC key of signed requests) so the database alone cannot sign; at least 32 characters, the same in every API process and `keys` command.",
   ),
+  SECURITY__MAX_BODY_BYTES: s(
+    int(1024, 1024 * 1024 * 1024),
+    2 * 1024 * 1024,
+    "Largest request body in bytes on every route (413 beyond it), counted while reading. Default 2 MiB: room for a 1 MiB `body` field.",
+  ),
 
   PROXY__PROXY_ENABLED: s(bool, false, "Send every fetch through the proxy below; fails closed."),
   PROXY__PROXY_TYPE: s(proxyType, "socks5" as string, "socks5, socks5h, http or https."),
@@ -475,6 +480,8 @@ export interface Config {
     signatureWindowSeconds: number;
     /** Seals stored API key hashes (src/auth/keys.ts). */
     keyEncryptionSecret?: string;
+    /** Largest request body accepted on any route (SECURITY__MAX_BODY_BYTES). */
+    maxBodyBytes: number;
   };
   proxy: ProxyConfig | null;
   fetcher: {
@@ -632,6 +639,7 @@ export function loadConfig(env: Env): Config {
       trustedProxies: r.SECURITY__TRUSTED_PROXIES,
       signatureWindowSeconds: r.SECURITY__SIGNATURE_WINDOW_SECONDS,
       keyEncryptionSecret: r.SECURITY__KEY_ENCRYPTION_SECRET,
+      maxBodyBytes: r.SECURITY__MAX_BODY_BYTES,
     },
     proxy,
     fetcher: {

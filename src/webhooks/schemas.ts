@@ -45,11 +45,13 @@ export const callbackUrlField = v.pipe(
 const eventList = v.pipe(
   v.array(v.picklist(WEBHOOK_EVENT_TYPES, `events must be among ${WEBHOOK_EVENT_TYPES.join(", ")}`)),
   v.minLength(1, "events must name at least one event (or be null for all)"),
+  v.maxLength(20, "events lists at most 20 entries"),
   v.transform((list) => [...new Set(list)]),
 );
 
 const secretField = v.pipe(
   v.string("secret must be a string"),
+  v.maxLength(200, "secret is longer than 200 characters"),
   v.check(
     (s) => !("problem" in decodeSecret(s)),
     "secret must be whsec_ followed by base64 of 24 to 64 bytes",

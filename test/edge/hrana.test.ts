@@ -13,6 +13,7 @@ import { createClient } from "@libsql/client/http";
 import { openDatabase, runMigrations } from "../../seeder/db";
 import { type HranaServer, startHranaServer } from "../../seeder/hrana/server";
 import { loadConfig } from "../../src/config";
+import { raw } from "../support/raw-http";
 
 const dir = mkdtempSync(join(tmpdir(), "pt-hrana-"));
 const file = join(dir, "test.db");
@@ -325,5 +326,15 @@ describe("migrations over HTTP", () => {
     } finally {
       await fresh.stop();
     }
+  });
+});
+
+describe("bad requests", () => {
+  test("given no Host header (HTTP/1.0), when any path is asked, then it is a short 400, never an error page", async () => {
+    const a = await raw(server.port, "GET /v2 HTTP/1.0\r\n\r\n");
+    expect(a.status).toBe(400);
+    expect(a.body.length).toBeLessThan(200);
+    expect(a.body).not.toContain("<html");
+    expect(a.body).not.toContain(".ts");
   });
 });

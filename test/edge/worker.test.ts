@@ -12,6 +12,7 @@ import { type EdgeDev, freePort, startEdgeDev } from "../../seeder/hrana/dev-edg
 
 const TOKEN = "edge-test-token-0123456789";
 const OTHER_TOKEN = "edge-other-token-9876543210";
+const BODY_LIMIT = 64 * 1024;
 const dir = mkdtempSync(join(tmpdir(), "pt-edge-"));
 const databaseUrl = `file:${join(dir, "edge.db")}`;
 let dev: EdgeDev | undefined;
@@ -25,6 +26,7 @@ beforeAll(async () => {
     workerEnv: {
       SECURITY__BEARER_TOKENS: JSON.stringify([TOKEN, OTHER_TOKEN]),
       MONITORING__LOG_LEVEL: "WARNING",
+      SECURITY__MAX_BODY_BYTES: String(BODY_LIMIT),
     },
     stdio: "pipe",
   });
@@ -139,6 +141,41 @@ describe("the Worker under workerd", () => {
       token: OTHER_TOKEN,
     });
     expect(own.status).toBe(201);
+  });
+
+  test("given SECURITY__MAX_BODY_BYTES, when a larger body arrives declared or chunked, then it is 413 with a detail", async () => {
+    const json = JSON.stringify({ url: "http://example.test/big", body: "x".repeat(BODY_LIMIT * 4) });
+    const bytes = new TextEncoder().encode(json);
+    // declared by Content-Length
+    const declared = await call("/v1/requests", { method: "POST", body: bytes });
+    // chunked: a stream has no length, so the Worker can only count while reading
+    const chunked = await call("/v1/requests", {
+      method: "POST",
+      body: new ReadableStream({
+        start(ctrl) {
+          for (let i = 0; i < bytes.length; i += 16 * 1024) ctrl.enqueue(bytes.subarray(i, i + 16 * 1024));
+          ctrl.close();
+        },
+      }),
+      duplex: "half",
+    } as RequestInit);
+    for (const res of [declared, chunked]) {
+      expect(res.status).toBe(413);
+      expect(((await res.json()) as { detail: string }).detail).toContain("SECURITY__MAX_BODY_BYTES");
+    }
+    // wrangler dev's ProxyWorker (dev tooling; not workerd, not Cloudflare) answers the next
+    // non-GET request after an upload the Worker cut short with 503 "Your worker restarted
+    // mid-request". Spend that on a request that changes nothing (422), so later tests are unaffected.
+    const deadline = Date.now() + 30_000;
+    let settled = 0;
+    while (settled !== 422 && Date.now() < deadline)
+      settled = (await call("/v1/requests", { method: "POST", body: "{}" })).status;
+    expect(settled).toBe(422);
+    // nothing was created
+    const rows = await direct!.execute({
+      sql: "SELECT count(*) AS n FROM fetch_requests WHERE url = 'http://example.test/big'",
+    });
+    expect(Number(rows.rows[0]!.n)).toBe(0);
   });
 
   test("given a row written by a node directly into the file, when the Worker is asked, then it sees it", async () => {

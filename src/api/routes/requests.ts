@@ -19,8 +19,9 @@ import { webhookEgressPolicy, webhookUrlRefusal } from "../../webhooks/destinati
 import { deliveriesForRequest } from "../../webhooks/outbox";
 import { deliveryListResponse } from "../../webhooks/schemas";
 import type { AppDeps, AppEnv } from "../app";
-import { ApiError, notFound } from "../errors";
+import { ApiError, notFound, validationDetail } from "../errors";
 import { auth, type Principal, requireScope } from "../middleware/auth";
+import { jsonBody } from "../middleware/body";
 import { rateLimitCreates } from "../middleware/rate-limit";
 import {
   createRequestResponse,
@@ -33,16 +34,6 @@ import { deliveryBody, fieldError } from "./webhooks";
 
 const json = (schema: v.GenericSchema) => ({ "application/json": { schema: resolver(schema) } });
 const err = (description: string) => ({ description, content: json(errorResponse) });
-
-/** Valibot issues → the original's 422 body: `{"detail":[{"type","loc","msg","input"}]}`. */
-function validationDetail(issues: readonly v.BaseIssue<unknown>[]) {
-  return issues.map((i) => ({
-    type: i.type,
-    loc: ["body", ...(i.path?.map((p) => p.key as string | number) ?? [])],
-    msg: i.message,
-    input: i.input === undefined ? null : i.input,
-  }));
-}
 
 function statusBody(r: RequestView) {
   return {
@@ -99,11 +90,14 @@ export function requestRoutes(deps: AppDeps) {
         201: { description: "Created", content: json(createRequestResponse) },
         401: err("Missing or invalid authentication"),
         403: err("The credentials lack the requests:create scope"),
+        413: err("Request body larger than SECURITY__MAX_BODY_BYTES"),
+        415: err("The body is not sent as JSON (Content-Type: application/json)"),
         422: err("Invalid input"),
         429: err("Rate limit exceeded (see Retry-After)"),
       },
     }),
     requireScope("requests:create"),
+    jsonBody,
     validator("json", createRequestSchema(config.cache.maxTtl, config.cache.defaultTtl), (result, c) => {
       if (!result.success) {
         return c.json({ detail: validationDetail(result.error as readonly v.BaseIssue<unknown>[]) }, 422);

@@ -37,26 +37,17 @@ import {
   updateEndpointSchema,
 } from "../../webhooks/schemas";
 import type { AppDeps, AppEnv } from "../app";
-import { ApiError } from "../errors";
+import { ApiError, boundedInput, validationDetail } from "../errors";
 import { auth, type Principal, requireScope } from "../middleware/auth";
+import { jsonBody } from "../middleware/body";
 import { errorResponse } from "../schemas";
 
 const json = (schema: v.GenericSchema) => ({ "application/json": { schema: resolver(schema) } });
 const err = (description: string) => ({ description, content: json(errorResponse) });
 
-/** Valibot issues → the original's 422 body: `{"detail":[{"type","loc","msg","input"}]}`. */
-export function validationDetail(issues: readonly v.BaseIssue<unknown>[]) {
-  return issues.map((i) => ({
-    type: i.type,
-    loc: ["body", ...(i.path?.map((p) => p.key as string | number) ?? [])],
-    msg: i.message,
-    input: i.input === undefined ? null : i.input,
-  }));
-}
-
 /** A 422 naming one body field, in the same shape as validation errors. */
 export function fieldError(field: string, msg: string, input: unknown): ApiError {
-  return new ApiError(422, [{ type: "value_error", loc: ["body", field], msg, input }]);
+  return new ApiError(422, [{ type: "value_error", loc: ["body", field], msg, input: boundedInput(input) }]);
 }
 
 const invalid = (
@@ -151,6 +142,7 @@ export function webhookRoutes(deps: AppDeps) {
       },
     }),
     requireScope("requests:create"),
+    jsonBody,
     validator("json", createEndpointSchema, invalid),
     async (c) => {
       const input = c.req.valid("json");
@@ -262,6 +254,7 @@ export function webhookRoutes(deps: AppDeps) {
       },
     }),
     requireScope("requests:create"),
+    jsonBody,
     validator("json", updateEndpointSchema, invalid),
     async (c) => {
       const id = c.req.param("id");
@@ -303,6 +296,7 @@ export function webhookRoutes(deps: AppDeps) {
       },
     }),
     requireScope("requests:create"),
+    jsonBody,
     validator("json", rotateSecretSchema, invalid),
     async (c) => {
       const id = c.req.param("id");
