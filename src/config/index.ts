@@ -218,8 +218,16 @@ export const SETTINGS = {
   ),
   FETCHER__MAX_REDIRECTS: s(int(0, 50), 10, "Redirects followed per fetch; each hop is checked again."),
   FETCHER__MAX_ATTEMPTS: s(int(1, 100), 3, "Attempts per job for transient failures (with backoff)."),
-  FETCHER__URL_ALLOWLIST: s(list, [] as string[], "If set, only these host patterns may be fetched."),
-  FETCHER__URL_DENYLIST: s(list, [] as string[], "Host patterns that may never be fetched."),
+  FETCHER__URL_ALLOWLIST: s(
+    list,
+    [] as string[],
+    "If set, only these host patterns (or IPs/CIDRs, matched against resolved addresses) may be fetched.",
+  ),
+  FETCHER__URL_DENYLIST: s(
+    list,
+    [] as string[],
+    "Host patterns, IPs and CIDRs (matched against resolved addresses too) that may never be fetched.",
+  ),
   FETCHER__MAX_RESUMES: s(int(0, 100), 3, "Times an interrupted body is resumed with Range (or restarted)."),
   FETCHER__MAX_DECOMPRESSION_RATIO: s(
     int(2, 100000),

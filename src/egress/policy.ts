@@ -21,7 +21,14 @@ import {
   classifyAddress,
   describeAddressClass,
 } from "./address";
-import { checkHostLists, compileHostPatterns, type HostPattern, internalHostnameKind } from "./hosts";
+import {
+  addressMatchesPattern,
+  allowlistNeedsAddresses,
+  checkHostLists,
+  compileHostPatterns,
+  type HostPattern,
+  internalHostnameKind,
+} from "./hosts";
 import { parseTargetUrl, type TargetUrl, TargetUrlError } from "./url";
 
 export interface EgressPolicy {
@@ -93,6 +100,15 @@ export function checkTarget(target: TargetUrl, policy: EgressPolicy): EgressRefu
   return null;
 }
 
+/**
+ * Step 1 where step 2 will not run (a `socks5h` proxy resolves the name): a name that only its
+ * addresses could admit to the allow list is refused, since they are never seen here.
+ */
+export function checkUnresolvedName(target: TargetUrl, policy: EgressPolicy): EgressRefusal | null {
+  if (target.ip || !allowlistNeedsAddresses(target.hostname, policy)) return null;
+  return refuse("not_allowlisted", `Refused: ${target.hostname} is not on this service's allow list`);
+}
+
 /** Parse a raw URL and run step 1; throws EgressRefusedError on any refusal (bad URLs included). */
 export function parseAndCheckTarget(raw: string, policy: EgressPolicy, base?: string | URL): TargetUrl {
   let target: TargetUrl;
@@ -120,6 +136,22 @@ export function checkAddresses(
   if (addresses.length === 0)
     return { ok: false, refusal: refuse("no_address", `Could not resolve ${host}`) };
   const infos = addresses.map(classifyAddress);
+  // The operator's lists apply to what the name resolved to, as to a literal in the URL: any
+  // denied address refuses the name; a name admitted only by IP/CIDR allow entries needs all of
+  // its addresses inside them.
+  if (addresses.some((a) => policy.deny.some((p) => addressMatchesPattern(a, p))))
+    return {
+      ok: false,
+      refusal: refuse("denylisted", `Refused: ${host} resolves to an address on this service's deny list`),
+    };
+  if (
+    allowlistNeedsAddresses(host, policy) &&
+    !addresses.every((a) => policy.allow.some((p) => addressMatchesPattern(a, p)))
+  )
+    return {
+      ok: false,
+      refusal: refuse("not_allowlisted", `Refused: ${host} is not on this service's allow list`),
+    };
   for (const info of infos) {
     const cls = addressRefusal(info, policy);
     if (cls)
