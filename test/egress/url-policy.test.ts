@@ -190,7 +190,9 @@ describe("checkTarget (before any network activity)", () => {
       throw new Error("not refused");
     } catch (e) {
       expect(e).toBeInstanceOf(EgressRefusedError);
-      expect((e as Error).message).toBe("Refused: 127.0.0.1 is a loopback address");
+      expect((e as Error).message).toBe(
+        "Refused: 127.0.0.1 is a loopback address; this service does not fetch private networks (its operator can allow them with EGRESS__ALLOW_PRIVATE_NETWORKS=true)",
+      );
     }
   });
 });
@@ -208,7 +210,9 @@ describe("checkAddresses (after resolving)", () => {
     expect(v.ok).toBe(false);
     if (!v.ok) {
       expect(v.refusal.reason).toBe("address");
-      expect(v.refusal.message).toBe("Refused: rebind.test resolves to a private network address");
+      expect(v.refusal.message).toBe(
+        "Refused: rebind.test resolves to a private network address; this service does not fetch private networks (its operator can allow them with EGRESS__ALLOW_PRIVATE_NETWORKS=true)",
+      );
       expect(v.refusal.message).not.toContain("10.0.0.7");
     }
   });

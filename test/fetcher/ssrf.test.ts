@@ -252,7 +252,7 @@ describe("redirects are judged hop by hop", () => {
     try {
       const e = await fetchError(h, "http://public.test/to-denied");
       expect(e.code).toBe("egress_refused");
-      expect(e.message).toBe("Refused: public2.test is on this service's deny list");
+      expect(e.message).toBe("Refused: public2.test is on this service's deny list (FETCHER__URL_DENYLIST)");
       expect(dialer.calls.length).toBe(1);
     } finally {
       await h.cleanup();
@@ -264,7 +264,9 @@ describe("redirects are judged hop by hop", () => {
     try {
       const e = await fetchError(h, "http://public.test/ok");
       expect(e.code).toBe("egress_refused");
-      expect(e.message).toBe("Refused: public.test is not on this service's allow list");
+      expect(e.message).toBe(
+        "Refused: public.test is not on this service's allow list (FETCHER__URL_ALLOWLIST)",
+      );
       expect(dns.calls).toEqual([]);
       expect(dialer.calls).toEqual([]);
     } finally {
@@ -350,7 +352,7 @@ describe("deny and allow lists match addresses in every form, resolved ones incl
       const before = internal.count("/secret");
       const e = await fetchError(t.h, `http://127.0.0.1:${t.front.port}/jump`);
       expect(e.code).toBe("egress_refused");
-      expect(e.message).toBe("Refused: ::ffff:7f00:3 is on this service's deny list");
+      expect(e.message).toBe("Refused: ::ffff:7f00:3 is on this service's deny list (FETCHER__URL_DENYLIST)");
       expect(internal.count("/secret")).toBe(before);
       expect(t.dialer.calls).toEqual([{ host: "127.0.0.1", port: t.front.port }]);
     } finally {
@@ -365,7 +367,9 @@ describe("deny and allow lists match addresses in every form, resolved ones incl
       const before = internal.count("/secret");
       const direct = await fetchError(t.h, `http://three.test:${internal.port}/secret`);
       expect(direct.code).toBe("egress_refused");
-      expect(direct.message).toBe("Refused: three.test resolves to an address on this service's deny list");
+      expect(direct.message).toBe(
+        "Refused: three.test resolves to an address on this service's deny list (FETCHER__URL_DENYLIST)",
+      );
       const hop = await fetchError(t.h, `http://127.0.0.1:${t.front.port}/jump`);
       expect(hop.code).toBe("egress_refused");
       expect(internal.count("/secret")).toBe(before);
@@ -396,7 +400,9 @@ describe("deny and allow lists match addresses in every form, resolved ones incl
       t.front.route("/to-other", redirectRoute("http://public2.test/secret"));
       const e = await fetchError(t.h, "http://public.test/to-other");
       expect(e.code).toBe("egress_refused");
-      expect(e.message).toBe("Refused: public2.test is not on this service's allow list");
+      expect(e.message).toBe(
+        "Refused: public2.test is not on this service's allow list (FETCHER__URL_ALLOWLIST)",
+      );
       expect(t.dialer.calls.every((c) => c.host === STAND_IN_PUBLIC)).toBe(true);
     } finally {
       await t.close();
