@@ -287,6 +287,11 @@ export const SETTINGS = {
 
   CACHE__DEFAULT_TTL: s(int(0, 86400 * 365), 3600, "Default `ttl` of a request in seconds."),
   CACHE__MAX_TTL: s(int(0, 86400 * 365), 86400, "Largest `ttl` a caller may ask for."),
+  CACHE__SHARE_ACROSS_TENANTS: s(
+    bool,
+    false,
+    "Let a tenant's request reuse another tenant's ready result (`ttl`) or fetch in flight (reveals what others fetched).",
+  ),
 
   RATE_LIMIT__RATE_LIMIT_ENABLED: s(bool, true, "Enable rate limits."),
   RATE_LIMIT__REQUESTS_PER_MINUTE: s(int(1), 60, "Creates per principal per minute."),
@@ -515,7 +520,7 @@ export interface Config {
     concurrency: number;
     pollIntervalMs: number;
   };
-  cache: { defaultTtl: number; maxTtl: number };
+  cache: { defaultTtl: number; maxTtl: number; shareAcrossTenants: boolean };
   rateLimit: {
     enabled: boolean;
     perMinute: number;
@@ -658,7 +663,11 @@ export function loadConfig(env: Env): Config {
       concurrency: r.NODE__CONCURRENCY,
       pollIntervalMs: r.NODE__POLL_INTERVAL_MS,
     },
-    cache: { defaultTtl: r.CACHE__DEFAULT_TTL, maxTtl: r.CACHE__MAX_TTL },
+    cache: {
+      defaultTtl: r.CACHE__DEFAULT_TTL,
+      maxTtl: r.CACHE__MAX_TTL,
+      shareAcrossTenants: r.CACHE__SHARE_ACROSS_TENANTS,
+    },
     rateLimit: {
       enabled: r.RATE_LIMIT__RATE_LIMIT_ENABLED,
       perMinute: r.RATE_LIMIT__REQUESTS_PER_MINUTE,

@@ -23,6 +23,11 @@ export interface NewRequest {
   pool?: string | null;
   /** Where to POST this request's webhook events (signed with WEBHOOK__SECRET). */
   callbackUrl?: string | null;
+  /**
+   * CACHE__SHARE_ACROSS_TENANTS: when false (the default) a ready result (`ttl`) and a fetch in
+   * flight are shared only among requests of the same tenant (`userId`).
+   */
+  shareAcrossTenants?: boolean;
 }
 
 export interface RequestView {
@@ -48,15 +53,33 @@ export interface RequestView {
   source?: "fetch" | "inflight" | "cache";
 }
 
-/** SHA-256 over (method, URL, headers, body): two requests with the same fingerprint are the same fetch. */
+/**
+ * SHA-256 over (method, URL, headers, body, routing, and the tenant unless results are shared
+ * across tenants): two requests with the same fingerprint are the same fetch. The tenant is part
+ * of it so that `ttl` reuse and in-flight sharing (both keyed by the fingerprint, the latter through
+ * a unique index) never cross tenants: otherwise tenant B's request would be answered at once from
+ * A's fetch, telling B that someone fetched that exact URL (with its query) and when, and letting A
+ * plant content for B. Identical bytes are still stored once (the store is content-addressed).
+ */
 export async function fingerprintOf(
-  r: Pick<NewRequest, "url" | "method" | "headers" | "body" | "region" | "pool">,
+  r: Pick<
+    NewRequest,
+    "url" | "method" | "headers" | "body" | "region" | "pool" | "userId" | "shareAcrossTenants"
+  >,
 ) {
   const headers = Object.entries(r.headers ?? {})
     .map(([k, v]) => [k.toLowerCase(), v] as const)
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const route = r.region || r.pool ? [r.region ?? null, r.pool ?? null] : [];
-  const canonical = JSON.stringify([r.method.toUpperCase(), r.url, headers, r.body ?? null, ...route]);
+  const tenant = r.shareAcrossTenants ? [] : [{ tenant: r.userId ?? null }];
+  const canonical = JSON.stringify([
+    r.method.toUpperCase(),
+    r.url,
+    headers,
+    r.body ?? null,
+    ...route,
+    ...tenant,
+  ]);
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(canonical));
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }

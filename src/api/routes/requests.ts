@@ -166,6 +166,7 @@ export function requestRoutes(deps: AppDeps) {
         region: input.region,
         pool: input.pool,
         callbackUrl: input.callback_url,
+        shareAcrossTenants: config.cache.shareAcrossTenants,
       });
       deps.onRequestCreated?.(view.source ?? "fetch");
       return c.json(
