@@ -241,6 +241,11 @@ export const SETTINGS = {
     false,
     "Allow fetches to loopback/private/link-local addresses (tests, trusted networks only).",
   ),
+  EGRESS__REQUIRE_PROXY: s(
+    bool,
+    false,
+    "Requests made here may only be fetched by nodes with a proxy (implied when this process has one); set it on an API without a proxy in front of proxied nodes.",
+  ),
 
   TORRENT__PRIVATE_TRACKER: s(bool, true, "Mark torrents private (no DHT/PEX)."),
   TORRENT__PIECE_SIZE: s(
@@ -500,7 +505,7 @@ export interface Config {
     maxDecompressionRatio: number;
     caFile?: string;
   };
-  egress: { allowPrivateNetworks: boolean };
+  egress: { allowPrivateNetworks: boolean; requireProxy: boolean };
   torrent: {
     private: boolean;
     pieceSize: number | "auto";
@@ -643,7 +648,10 @@ export function loadConfig(env: Env): Config {
       maxDecompressionRatio: r.FETCHER__MAX_DECOMPRESSION_RATIO,
       caFile: r.FETCHER__CA_FILE,
     },
-    egress: { allowPrivateNetworks: r.EGRESS__ALLOW_PRIVATE_NETWORKS },
+    egress: {
+      allowPrivateNetworks: r.EGRESS__ALLOW_PRIVATE_NETWORKS,
+      requireProxy: r.EGRESS__REQUIRE_PROXY,
+    },
     torrent: {
       private: r.TORRENT__PRIVATE_TRACKER,
       pieceSize: r.TORRENT__PIECE_SIZE,

@@ -5,7 +5,7 @@
 import { and, desc, eq, gte, inArray, isNull, sql } from "drizzle-orm";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
-import { type FetchJob, fetchJobs, fetchRequests, type JobStatus } from "../db/schema";
+import { type FetchJob, fetchJobs, fetchRequests, type JobEgress, type JobStatus } from "../db/schema";
 import { callbackInsert, outboxInserts } from "../webhooks/outbox";
 
 export interface NewRequest {
@@ -28,6 +28,20 @@ export interface NewRequest {
    * flight are shared only among requests of the same tenant (`userId`).
    */
   shareAcrossTenants?: boolean;
+  /** "proxy": only a node fetching through a proxy may do this fetch (see `requiredEgress`). */
+  egress?: JobEgress | null;
+}
+
+/**
+ * The egress a new request's job needs. A proxy is required when this process is configured with
+ * one (embedded mode: the node's egress when the request is made) or when EGRESS__REQUIRE_PROXY
+ * says so (an API without a proxy of its own, e.g. the Worker, in front of proxied nodes).
+ */
+export function requiredEgress(config: {
+  proxy: unknown;
+  egress: { requireProxy: boolean };
+}): JobEgress | null {
+  return config.egress.requireProxy || config.proxy ? "proxy" : null;
 }
 
 export interface RequestView {
@@ -64,7 +78,7 @@ export interface RequestView {
 export async function fingerprintOf(
   r: Pick<
     NewRequest,
-    "url" | "method" | "headers" | "body" | "region" | "pool" | "userId" | "shareAcrossTenants"
+    "url" | "method" | "headers" | "body" | "region" | "pool" | "userId" | "shareAcrossTenants" | "egress"
   >,
 ) {
   const headers = Object.entries(r.headers ?? {})
@@ -72,12 +86,15 @@ export async function fingerprintOf(
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const route = r.region || r.pool ? [r.region ?? null, r.pool ?? null] : [];
   const tenant = r.shareAcrossTenants ? [] : [{ tenant: r.userId ?? null }];
+  // A request that needs a proxy must never join (or reuse) a fetch a node could make directly.
+  const egress = r.egress ? [{ egress: r.egress }] : [];
   const canonical = JSON.stringify([
     r.method.toUpperCase(),
     r.url,
     headers,
     r.body ?? null,
     ...route,
+    ...egress,
     ...tenant,
   ]);
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(canonical));
@@ -129,6 +146,7 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
           traceId: input.requestId,
           region: input.region ?? null,
           pool: input.pool ?? null,
+          egress: input.egress ?? null,
           maxAttempts: input.maxAttempts,
           nextAttemptAt: now,
           createdAt: now,

@@ -15,6 +15,7 @@ import {
   getRequest,
   getTorrent,
   type RequestView,
+  requiredEgress,
 } from "../../requests/service";
 import { webhookEgressPolicy, webhookUrlRefusal } from "../../webhooks/destination";
 import { deliveriesForRequest } from "../../webhooks/outbox";
@@ -167,6 +168,7 @@ export function requestRoutes(deps: AppDeps) {
         pool: input.pool,
         callbackUrl: input.callback_url,
         shareAcrossTenants: config.cache.shareAcrossTenants,
+        egress: requiredEgress(config),
       });
       deps.onRequestCreated?.(view.source ?? "fetch");
       return c.json(
