@@ -92,6 +92,18 @@ describe("bad input over HTTP", () => {
     ]);
   });
 
+  test("a URL with user:pass@ is 422; the password is neither echoed, stored nor logged", async () => {
+    const before = origin.count("/ok");
+    const url = origin.url("/ok").replace("http://", "http://alice:pw-never-shown@");
+    const res = await svc.api("/v1/requests", { method: "POST", body: JSON.stringify({ url }) });
+    expect(res.status).toBe(422);
+    const text = await res.text();
+    expect(text).toContain("user name or password");
+    expect(text).not.toContain("pw-never-shown");
+    expect(svc.output).not.toContain("pw-never-shown");
+    expect(origin.count("/ok")).toBe(before);
+  });
+
   test("a bad URL is 422 naming the field", async () => {
     const res = await post(JSON.stringify({ url: "javascript:alert(1)" }));
     expect(res.status).toBe(422);
