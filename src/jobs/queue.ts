@@ -83,9 +83,10 @@ export const WAITING_FOR_PROXY_MESSAGE =
   "Waiting for a node with a proxy: this request was made while fetches had to go through a proxy, and only a node fetching through one may do it";
 
 /**
- * Run by a node without a proxy: queued jobs it may not take because they need one (and that
- * would otherwise be its to take: same region and pool) say so in their status. Returns how many
- * jobs were marked; a job is marked once.
+ * Run by a node without a proxy: jobs it may not take because they need one (and that would
+ * otherwise be its to take: same region and pool) say so in their status. That covers queued jobs
+ * and jobs whose proxied node died (lease expired), which go back to `queued` so they do not read
+ * `fetching` while nothing fetches them. Returns how many jobs were marked; a job is marked once.
  */
 export async function markWaitingForProxy(
   db: Database,
@@ -94,14 +95,31 @@ export async function markWaitingForProxy(
 ): Promise<number> {
   const routed = (col: typeof fetchJobs.region | typeof fetchJobs.pool, mine: string | null | undefined) =>
     mine ? or(isNull(col), eq(col, mine)) : isNull(col);
+  const now = clock.now();
   const res = await db
     .update(fetchJobs)
-    .set({ errorCode: WAITING_FOR_PROXY, errorMessage: WAITING_FOR_PROXY_MESSAGE, updatedAt: clock.now() })
+    .set({
+      status: "queued",
+      progress: 0,
+      leaseToken: null,
+      leaseExpiresAt: null,
+      errorCode: WAITING_FOR_PROXY,
+      errorMessage: WAITING_FOR_PROXY_MESSAGE,
+      updatedAt: now,
+    })
     .where(
       and(
-        eq(fetchJobs.status, "queued"),
         eq(fetchJobs.egress, "proxy"),
-        or(isNull(fetchJobs.errorCode), sql`${fetchJobs.errorCode} != ${WAITING_FOR_PROXY}`),
+        or(
+          and(
+            eq(fetchJobs.status, "queued"),
+            or(isNull(fetchJobs.errorCode), sql`${fetchJobs.errorCode} != ${WAITING_FOR_PROXY}`),
+          ),
+          and(
+            inArray(fetchJobs.status, ["fetching", "packaging", "seeding"]),
+            lt(fetchJobs.leaseExpiresAt, now),
+          ),
+        ),
         routed(fetchJobs.region, opts.region),
         routed(fetchJobs.pool, opts.pool),
       ),

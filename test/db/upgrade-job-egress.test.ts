@@ -83,6 +83,16 @@ test("given a 0.2 database with a queued job, upgrading keeps it claimable by an
     expect(proxied.map((j) => j.id)).toEqual([req.jobId]);
     expect(proxied[0]!.errorMessage).toBeNull();
     expect((await getRequest(db, req.id))!.errorMessage).toBeNull();
+    // The proxied node dies mid-fetch: its lease expires; a node without a proxy still does not
+    // take the job, and puts it back in the queue saying why it waits.
+    expect(await markWaitingForProxy(db, clock, {})).toBe(0);
+    clock.advance(31_000);
+    const again = await claimJobs(db, clock, { nodeName: "direct", limit: 10, leaseMs: 30_000 });
+    expect(again.map((j) => j.id)).toEqual(["old-job"]); // its own expired lease; not the proxy job
+    expect(await markWaitingForProxy(db, clock, {})).toBe(1);
+    const requeued = await getRequest(db, req.id);
+    expect(requeued!.status).toBe("queued");
+    expect(requeued!.errorMessage).toBe(WAITING_FOR_PROXY_MESSAGE);
     client.close();
   } finally {
     await rm(dir, { recursive: true, force: true });
