@@ -16,6 +16,7 @@ import {
   type Lease,
   listSeedable,
   markCancelled,
+  markWaitingForProxy,
   releaseJob,
   torrentBytes,
 } from "../src/jobs/queue";
@@ -65,6 +66,8 @@ export class SeederNode {
   private reconcileTimer: ReturnType<typeof setInterval> | null = null;
   private registryTimer: ReturnType<typeof setInterval> | null = null;
   private startedAt = 0;
+  /** Last time this node (without a proxy) marked jobs that wait for a node with one. */
+  private lastProxyMark = Number.NEGATIVE_INFINITY;
   private reconciling: Promise<void> | null = null;
   readonly stats = { claimed: 0, completed: 0, failed: 0, leaseLost: 0 };
 
@@ -199,11 +202,13 @@ export class SeederNode {
             leaseMs: config.node.leaseSeconds * 1000,
             region: config.node.region,
             pool: config.node.pool,
+            proxied: config.proxy !== null,
           });
         } catch (e) {
           log.error("claim failed", { err: String(e) });
         }
       }
+      if (config.proxy === null) await this.markJobsWaitingForProxy();
       for (const job of claimed) this.startJob(job);
       if (claimed.length === free && free > 0) continue; // there may be more
       await new Promise<void>((resolve) => {
@@ -214,6 +219,29 @@ export class SeederNode {
         };
       });
       this.wakeUp = null;
+    }
+  }
+
+  /**
+   * Jobs created while a proxy was required are never ours without a proxy: say in their status
+   * why they wait, and tell the operator. At most every 5 s, since it is a write.
+   */
+  private async markJobsWaitingForProxy(): Promise<void> {
+    const { config, db, clock, log } = this.deps;
+    const now = clock.now();
+    if (now - this.lastProxyMark < 5000) return;
+    this.lastProxyMark = now;
+    try {
+      const n = await markWaitingForProxy(db, clock, { region: config.node.region, pool: config.node.pool });
+      if (n > 0)
+        log.warn(
+          "jobs need a proxy and this node has none; they wait for a node with one (set PROXY__PROXY_URL)",
+          {
+            jobs: n,
+          },
+        );
+    } catch (e) {
+      log.error("marking jobs that wait for a proxy failed", { err: String(e) });
     }
   }
 

@@ -18,7 +18,13 @@ import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import { SocksClient } from "socks";
 import type { ProxyConfig } from "../../src/config";
-import { checkAddresses, checkTarget, type EgressPolicy, type TargetUrl } from "../../src/egress";
+import {
+  checkAddresses,
+  checkTarget,
+  checkUnresolvedName,
+  type EgressPolicy,
+  type TargetUrl,
+} from "../../src/egress";
 import { FetchError } from "./errors";
 
 /** Opens a TCP connection to host:port (an IP for origins, the configured name for a proxy). */
@@ -440,7 +446,9 @@ export async function resolveChecked(
   signal: AbortSignal,
 ): Promise<string[] | null> {
   // The fetcher checked the URL already; checking again here keeps this function safe on its own.
-  const refusal = checkTarget(target, o.policy);
+  const refusal =
+    checkTarget(target, o.policy) ??
+    (o.proxy?.type === "socks5h" ? checkUnresolvedName(target, o.policy) : null);
   if (refusal)
     throw new FetchError("egress_refused", refusal.message, {
       transient: false,

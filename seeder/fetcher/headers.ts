@@ -40,6 +40,28 @@ export function callerHeaders(headers: Record<string, string>): Record<string, s
   return Object.fromEntries(out.values());
 }
 
+/**
+ * Caller headers that may follow a redirect to another origin (scheme, host or port differs):
+ * content negotiation and the body's own description, nothing that could be a credential.
+ * Everything else (`X-Api-Key`, `X-Auth-Token`, custom headers…) was meant for the origin the
+ * caller named and is dropped for the rest of the fetch, as browsers and curl do with
+ * `Authorization`.
+ */
+const CROSS_ORIGIN_SAFE = new Set([
+  "accept",
+  "accept-language",
+  "cache-control",
+  "content-language",
+  "content-type",
+  "pragma",
+  "range",
+  "user-agent",
+]);
+
+export function crossOriginHeaders(headers: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(headers).filter(([k]) => CROSS_ORIGIN_SAFE.has(k.toLowerCase())));
+}
+
 export function hasHeader(headers: Record<string, string>, name: string): boolean {
   const n = name.toLowerCase();
   return Object.keys(headers).some((k) => k.toLowerCase() === n);

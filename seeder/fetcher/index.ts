@@ -29,7 +29,14 @@ import type { BlobWriter, ContentStore, StoredBlob } from "../cas";
 import { BodyInterrupted, type BodyLimits, type ContentCoding, contentCoding, pumpBody } from "./body";
 import { type ConnectOptions, type Dial, defaultDial, defaultResolve, type Resolve } from "./connect";
 import { FetchError, isTransientStatus } from "./errors";
-import { callerHeaders, hasHeader, normaliseMethod, requestHeaders, withoutHeaders } from "./headers";
+import {
+  callerHeaders,
+  crossOriginHeaders,
+  hasHeader,
+  normaliseMethod,
+  requestHeaders,
+  withoutHeaders,
+} from "./headers";
 import { isMimeAllowed, mimeEssence } from "./mime";
 import { ConnectionPool, DEFAULT_POOL_LIMITS, discardBody, type Lease, StaleConnection } from "./pool";
 
@@ -355,9 +362,11 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
     if (!isMimeAllowed(contentType, cfg.mimeWhitelist))
       throw new FetchError(
         "mime_refused",
+        // Names the setting, so whoever reads this (the operator's log, or a caller asking the
+        // operator) knows what would allow it.
         contentType
-          ? `Content-Type ${mimeEssence(contentType)} is not allowed`
-          : "The origin sent no Content-Type, and only listed types are allowed",
+          ? `Content-Type ${mimeEssence(contentType)} is not allowed (its operator can add it to FETCHER__MIME_WHITELIST)`
+          : "The origin sent no Content-Type, and only listed types are allowed (its operator can add */* to FETCHER__MIME_WHITELIST)",
       );
     const coding = contentCoding(header(res, "content-encoding"), target.hostname);
     const length = parseLength(header(res, "content-length"), target.hostname);
@@ -418,7 +427,9 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
           throw new FetchError("too_many_redirects", `More than ${cfg.maxRedirects} redirects`, {
             transient: false,
           });
+        const from = target.url.origin;
         target = checkUrl(location, target.url);
+        if (target.url.origin !== from) headers = crossOriginHeaders(headers);
         // Read the (small) redirect body so the connection can carry the next hop if it goes
         // to the same place; anything else closes it.
         const hop = conn!;

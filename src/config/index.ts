@@ -227,8 +227,16 @@ export const SETTINGS = {
   ),
   FETCHER__MAX_REDIRECTS: s(int(0, 50), 10, "Redirects followed per fetch; each hop is checked again."),
   FETCHER__MAX_ATTEMPTS: s(int(1, 100), 3, "Attempts per job for transient failures (with backoff)."),
-  FETCHER__URL_ALLOWLIST: s(list, [] as string[], "If set, only these host patterns may be fetched."),
-  FETCHER__URL_DENYLIST: s(list, [] as string[], "Host patterns that may never be fetched."),
+  FETCHER__URL_ALLOWLIST: s(
+    list,
+    [] as string[],
+    "If set, only these host patterns (or IPs/CIDRs, matched against resolved addresses) may be fetched.",
+  ),
+  FETCHER__URL_DENYLIST: s(
+    list,
+    [] as string[],
+    "Host patterns, IPs and CIDRs (matched against resolved addresses too) that may never be fetched.",
+  ),
   FETCHER__MAX_RESUMES: s(int(0, 100), 3, "Times an interrupted body is resumed with Range (or restarted)."),
   FETCHER__MAX_DECOMPRESSION_RATIO: s(
     int(2, 100000),
@@ -241,6 +249,11 @@ export const SETTINGS = {
     bool,
     false,
     "Allow fetches to loopback/private/link-local addresses (tests, trusted networks only).",
+  ),
+  EGRESS__REQUIRE_PROXY: s(
+    bool,
+    false,
+    "Requests made here may only be fetched by nodes with a proxy (implied when this process has one); set it on an API without a proxy in front of proxied nodes.",
   ),
 
   TORRENT__PRIVATE_TRACKER: s(bool, true, "Mark torrents private (no DHT/PEX)."),
@@ -288,6 +301,11 @@ export const SETTINGS = {
 
   CACHE__DEFAULT_TTL: s(int(0, 86400 * 365), 3600, "Default `ttl` of a request in seconds."),
   CACHE__MAX_TTL: s(int(0, 86400 * 365), 86400, "Largest `ttl` a caller may ask for."),
+  CACHE__SHARE_ACROSS_TENANTS: s(
+    bool,
+    false,
+    "Let a tenant's request reuse another tenant's ready result (`ttl`) or fetch in flight (reveals what others fetched).",
+  ),
 
   RATE_LIMIT__RATE_LIMIT_ENABLED: s(bool, true, "Enable rate limits."),
   RATE_LIMIT__REQUESTS_PER_MINUTE: s(int(1), 60, "Creates per principal per minute."),
@@ -500,7 +518,7 @@ export interface Config {
     maxDecompressionRatio: number;
     caFile?: string;
   };
-  egress: { allowPrivateNetworks: boolean };
+  egress: { allowPrivateNetworks: boolean; requireProxy: boolean };
   torrent: {
     private: boolean;
     pieceSize: number | "auto";
@@ -520,7 +538,7 @@ export interface Config {
     concurrency: number;
     pollIntervalMs: number;
   };
-  cache: { defaultTtl: number; maxTtl: number };
+  cache: { defaultTtl: number; maxTtl: number; shareAcrossTenants: boolean };
   rateLimit: {
     enabled: boolean;
     perMinute: number;
@@ -658,7 +676,10 @@ export function loadConfig(env: Env): Config {
       maxDecompressionRatio: r.FETCHER__MAX_DECOMPRESSION_RATIO,
       caFile: r.FETCHER__CA_FILE,
     },
-    egress: { allowPrivateNetworks: r.EGRESS__ALLOW_PRIVATE_NETWORKS },
+    egress: {
+      allowPrivateNetworks: r.EGRESS__ALLOW_PRIVATE_NETWORKS,
+      requireProxy: r.EGRESS__REQUIRE_PROXY,
+    },
     torrent: {
       private: r.TORRENT__PRIVATE_TRACKER,
       pieceSize: r.TORRENT__PIECE_SIZE,
@@ -678,7 +699,11 @@ export function loadConfig(env: Env): Config {
       concurrency: r.NODE__CONCURRENCY,
       pollIntervalMs: r.NODE__POLL_INTERVAL_MS,
     },
-    cache: { defaultTtl: r.CACHE__DEFAULT_TTL, maxTtl: r.CACHE__MAX_TTL },
+    cache: {
+      defaultTtl: r.CACHE__DEFAULT_TTL,
+      maxTtl: r.CACHE__MAX_TTL,
+      shareAcrossTenants: r.CACHE__SHARE_ACROSS_TENANTS,
+    },
     rateLimit: {
       enabled: r.RATE_LIMIT__RATE_LIMIT_ENABLED,
       perMinute: r.RATE_LIMIT__REQUESTS_PER_MINUTE,

@@ -132,50 +132,50 @@ function worse(a: AddressInfo, b: AddressInfo): AddressInfo {
   return a.class === "public" ? b : a;
 }
 
+/**
+ * The IPv4 address(es) an IPv6 address carries, and how: IPv4-mapped, IPv4-translated, NAT64
+ * (64:ff9b::/96 only), 6to4, Teredo (server and client) and the deprecated IPv4-compatible
+ * `::a.b.c.d` (::/96 minus :: and ::1), which some stacks still route to the IPv4 address.
+ */
+function embeddedIpv4(addr: ipaddr.IPv6): { via: EmbeddingForm; v4: ipaddr.IPv4[] } | null {
+  const p = addr.parts;
+  const range = addr.range();
+  switch (range) {
+    case "ipv4Mapped":
+      return { via: "ipv4Mapped", v4: [v4FromWords(p[6]!, p[7]!)] };
+    case "rfc6145":
+      return { via: "ipv4Translated", v4: [v4FromWords(p[6]!, p[7]!)] };
+    case "rfc6052":
+      // 64:ff9b::/96 carries a public IPv4 address (DNS64); 64:ff9b:1::/48 is for local use only.
+      if (p[2] === 0 && p[3] === 0 && p[4] === 0 && p[5] === 0)
+        return { via: "nat64", v4: [v4FromWords(p[6]!, p[7]!)] };
+      return null;
+    case "6to4":
+      return { via: "6to4", v4: [v4FromWords(p[1]!, p[2]!)] };
+    case "teredo":
+      // 2001:0:SSSS:SSSS:flags:port:CCCC:CCCC, client address stored inverted (RFC 4380).
+      return { via: "teredo", v4: [v4FromWords(p[2]!, p[3]!), v4FromWords(p[6]! ^ 0xffff, p[7]! ^ 0xffff)] };
+  }
+  if (p[0] === 0 && p[1] === 0 && p[2] === 0 && p[3] === 0 && p[4] === 0 && p[5] === 0 && range === "unicast")
+    return { via: "ipv4Compatible", v4: [v4FromWords(p[6]!, p[7]!)] };
+  return null;
+}
+
 function classifyV6(addr: ipaddr.IPv6): AddressInfo {
   const text = addr.toString();
   const p = addr.parts;
   const base = { address: text, family: 6 as const };
   if (METADATA_ADDRESSES.has(text)) return { ...base, class: "metadata" };
   const range = addr.range();
-  const embed = (via: EmbeddingForm, v4: ipaddr.IPv4): AddressInfo => ({
-    ...base,
-    class: classifyV4(v4),
-    via,
-    embedded: v4.toString(),
-  });
-  switch (range) {
-    case "ipv4Mapped":
-      return embed("ipv4Mapped", v4FromWords(p[6]!, p[7]!));
-    case "rfc6145":
-      return embed("ipv4Translated", v4FromWords(p[6]!, p[7]!));
-    case "rfc6052":
-      // 64:ff9b::/96 carries a public IPv4 address (DNS64); 64:ff9b:1::/48 is for local use only.
-      if (p[2] === 0 && p[3] === 0 && p[4] === 0 && p[5] === 0)
-        return embed("nat64", v4FromWords(p[6]!, p[7]!));
-      return { ...base, class: "reserved" };
-    case "6to4":
-      return embed("6to4", v4FromWords(p[1]!, p[2]!));
-    case "teredo": {
-      // 2001:0:SSSS:SSSS:flags:port:CCCC:CCCC, client address stored inverted (RFC 4380).
-      const server = embed("teredo", v4FromWords(p[2]!, p[3]!));
-      const client = embed("teredo", v4FromWords(p[6]! ^ 0xffff, p[7]! ^ 0xffff));
-      return worse(server, client);
-    }
+  const inner = embeddedIpv4(addr);
+  if (inner) {
+    // Teredo carries two IPv4 addresses: the stricter verdict wins.
+    const verdicts = inner.v4.map(
+      (v4): AddressInfo => ({ ...base, class: classifyV4(v4), via: inner.via, embedded: v4.toString() }),
+    );
+    return verdicts.reduce(worse);
   }
-  // ::/96 minus :: and ::1 are deprecated IPv4-compatible addresses (::a.b.c.d); nothing on the
-  // public internet uses them, but some stacks still route them to the embedded IPv4 address.
-  if (
-    p[0] === 0 &&
-    p[1] === 0 &&
-    p[2] === 0 &&
-    p[3] === 0 &&
-    p[4] === 0 &&
-    p[5] === 0 &&
-    range === "unicast"
-  ) {
-    return embed("ipv4Compatible", v4FromWords(p[6]!, p[7]!));
-  }
+  if (range === "rfc6052") return { ...base, class: "reserved" };
   const cls = V6_CLASS[range] ?? "reserved";
   // Only 2000::/3 is allocated global unicast; anything else ipaddr.js calls "unicast" is not.
   if (cls === "public" && (p[0]! & 0xe000) !== 0x2000) return { ...base, class: "reserved" };
@@ -210,6 +210,19 @@ export function classifyAddress(ip: string): AddressInfo {
     return classifyV6(ipaddr.IPv6.parse(raw));
   }
   return { address: raw, family: raw.includes(":") ? 6 : 4, class: "invalid" };
+}
+
+/**
+ * Every form an address is judged in by the operator's allow/deny lists: the address itself and
+ * each IPv4 address it carries, so `::ffff:127.0.0.3`, `::127.0.0.3`, `64:ff9b::7f00:3` and
+ * `2002:7f00:3::` all match a list entry `127.0.0.3` (or `127.0.0.0/8`). Empty for a non-address.
+ */
+export function addressForms(ip: string): (ipaddr.IPv4 | ipaddr.IPv6)[] {
+  const info = classifyAddress(ip);
+  if (info.class === "invalid") return [];
+  if (info.family === 4) return [ipaddr.IPv4.parse(info.address)];
+  const v6 = ipaddr.IPv6.parse(info.address);
+  return [v6, ...(embeddedIpv4(v6)?.v4 ?? [])];
 }
 
 export interface AddressPolicyOptions {

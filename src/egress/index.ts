@@ -6,6 +6,7 @@ export {
   type AddressClass,
   type AddressInfo,
   type AddressPolicyOptions,
+  addressForms,
   addressRefusal,
   classifyAddress,
   describeAddressClass,
@@ -15,6 +16,8 @@ export {
   PRIVATE_NETWORK_CLASSES,
 } from "./address";
 export {
+  addressMatchesPattern,
+  allowlistNeedsAddresses,
   checkHostLists,
   compileHostPatterns,
   type HostListVerdict,
@@ -27,6 +30,7 @@ export {
 export {
   checkAddresses,
   checkTarget,
+  checkUnresolvedName,
   createEgressPolicy,
   type EgressPolicy,
   type EgressPolicySettings,

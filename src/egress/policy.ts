@@ -20,8 +20,16 @@ import {
   addressRefusal,
   classifyAddress,
   describeAddressClass,
+  PRIVATE_NETWORK_CLASSES,
 } from "./address";
-import { checkHostLists, compileHostPatterns, type HostPattern, internalHostnameKind } from "./hosts";
+import {
+  addressMatchesPattern,
+  allowlistNeedsAddresses,
+  checkHostLists,
+  compileHostPatterns,
+  type HostPattern,
+  internalHostnameKind,
+} from "./hosts";
 import { parseTargetUrl, type TargetUrl, TargetUrlError } from "./url";
 
 export interface EgressPolicy {
@@ -72,25 +80,51 @@ function refuse(reason: RefusalReason, message: string, addressClass?: AddressCl
   return addressClass ? { reason, message, addressClass } : { reason, message };
 }
 
+/*
+ * Each refusal that a setting could lift names that setting, so the operator reading a log line
+ * (or a caller passing on an error_message) knows what to change. Addresses that no setting
+ * opens (metadata, multicast, reserved…) get no such hint.
+ */
+const PRIVATE_HINT =
+  "; this service does not fetch private networks (its operator can allow them with EGRESS__ALLOW_PRIVATE_NETWORKS=true)";
+const DENY_HINT = " (FETCHER__URL_DENYLIST)";
+const ALLOW_HINT = " (FETCHER__URL_ALLOWLIST)";
+
+function addressRefusalMessage(subject: string, cls: AddressClass): string {
+  return `Refused: ${subject} ${describeAddressClass(cls)}${PRIVATE_NETWORK_CLASSES.has(cls) ? PRIVATE_HINT : ""}`;
+}
+
 /** Step 1: judge a parsed URL before any DNS lookup or connection. Null means "go on". */
 export function checkTarget(target: TargetUrl, policy: EgressPolicy): EgressRefusal | null {
   const host = target.hostname;
   const lists = checkHostLists(host, policy);
   if (!lists.allowed)
     return lists.reason === "denylisted"
-      ? refuse("denylisted", `Refused: ${host} is on this service's deny list`)
-      : refuse("not_allowlisted", `Refused: ${host} is not on this service's allow list`);
+      ? refuse("denylisted", `Refused: ${host} is on this service's deny list${DENY_HINT}`)
+      : refuse("not_allowlisted", `Refused: ${host} is not on this service's allow list${ALLOW_HINT}`);
   if (target.ip) {
     const info = classifyAddress(target.ip.address);
     const cls = addressRefusal(info, policy);
-    if (cls) return refuse("address", `Refused: ${host} is ${describeAddressClass(cls)}`, cls);
+    if (cls) return refuse("address", addressRefusalMessage(`${host} is`, cls), cls);
     return null;
   }
   const kind = internalHostnameKind(host);
   if (kind === "metadata") return refuse("metadata_name", `Refused: ${host} is a cloud metadata service`);
   if (kind === "internal" && !policy.allowPrivateNetworks)
-    return refuse("internal_name", `Refused: ${host} names a host inside a private network`);
+    return refuse("internal_name", `Refused: ${host} names a host inside a private network${PRIVATE_HINT}`);
   return null;
+}
+
+/**
+ * Step 1 where step 2 will not run (a `socks5h` proxy resolves the name): a name that only its
+ * addresses could admit to the allow list is refused, since they are never seen here.
+ */
+export function checkUnresolvedName(target: TargetUrl, policy: EgressPolicy): EgressRefusal | null {
+  if (target.ip || !allowlistNeedsAddresses(target.hostname, policy)) return null;
+  return refuse(
+    "not_allowlisted",
+    `Refused: ${target.hostname} is not on this service's allow list${ALLOW_HINT}`,
+  );
 }
 
 /** Parse a raw URL and run step 1; throws EgressRefusedError on any refusal (bad URLs included). */
@@ -120,12 +154,31 @@ export function checkAddresses(
   if (addresses.length === 0)
     return { ok: false, refusal: refuse("no_address", `Could not resolve ${host}`) };
   const infos = addresses.map(classifyAddress);
+  // The operator's lists apply to what the name resolved to, as to a literal in the URL: any
+  // denied address refuses the name; a name admitted only by IP/CIDR allow entries needs all of
+  // its addresses inside them.
+  if (addresses.some((a) => policy.deny.some((p) => addressMatchesPattern(a, p))))
+    return {
+      ok: false,
+      refusal: refuse(
+        "denylisted",
+        `Refused: ${host} resolves to an address on this service's deny list${DENY_HINT}`,
+      ),
+    };
+  if (
+    allowlistNeedsAddresses(host, policy) &&
+    !addresses.every((a) => policy.allow.some((p) => addressMatchesPattern(a, p)))
+  )
+    return {
+      ok: false,
+      refusal: refuse("not_allowlisted", `Refused: ${host} is not on this service's allow list${ALLOW_HINT}`),
+    };
   for (const info of infos) {
     const cls = addressRefusal(info, policy);
     if (cls)
       return {
         ok: false,
-        refusal: refuse("address", `Refused: ${host} resolves to ${describeAddressClass(cls)}`, cls),
+        refusal: refuse("address", addressRefusalMessage(`${host} resolves to`, cls), cls),
       };
   }
   return { ok: true, addresses: infos };

@@ -19,7 +19,15 @@ export interface Lease {
 export async function claimJobs(
   db: Database,
   clock: Clock,
-  opts: { nodeName: string; limit: number; leaseMs: number; region?: string | null; pool?: string | null },
+  opts: {
+    nodeName: string;
+    limit: number;
+    leaseMs: number;
+    region?: string | null;
+    pool?: string | null;
+    /** True when this node fetches through a proxy: only such a node takes jobs that need one. */
+    proxied?: boolean;
+  },
 ): Promise<FetchJob[]> {
   const now = clock.now();
   // A job that asks for a region or proxy pool is only for nodes of that region / pool; a node
@@ -40,6 +48,7 @@ export async function claimJobs(
         ),
         routed(fetchJobs.region, opts.region),
         routed(fetchJobs.pool, opts.pool),
+        opts.proxied ? undefined : isNull(fetchJobs.egress),
       ),
     )
     .orderBy(fetchJobs.createdAt)
@@ -57,13 +66,65 @@ export async function claimJobs(
       leaseExpiresAt: now + opts.leaseMs,
       attempts: sql`${fetchJobs.attempts} + 1`,
       // SET expressions see the row as it was: a job that was not queued had a lease that expired.
-      errorCode: sql`CASE WHEN ${fetchJobs.status} = 'queued' THEN ${fetchJobs.errorCode} ELSE 'lease_expired' END`,
-      errorMessage: sql`CASE WHEN ${fetchJobs.status} = 'queued' THEN ${fetchJobs.errorMessage}
+      // A "waiting for a proxy" note ends when a node with one takes the job.
+      errorCode: sql`CASE WHEN ${fetchJobs.errorCode} = ${WAITING_FOR_PROXY} THEN NULL
+        WHEN ${fetchJobs.status} = 'queued' THEN ${fetchJobs.errorCode} ELSE 'lease_expired' END`,
+      errorMessage: sql`CASE WHEN ${fetchJobs.errorCode} = ${WAITING_FOR_PROXY} THEN NULL
+        WHEN ${fetchJobs.status} = 'queued' THEN ${fetchJobs.errorMessage}
         ELSE 'The node working on this request stopped responding; another node took over' END`,
       updatedAt: now,
     })
     .where(inArray(fetchJobs.id, runnable))
     .returning();
+}
+
+export const WAITING_FOR_PROXY = "waiting_for_proxy";
+export const WAITING_FOR_PROXY_MESSAGE =
+  "Waiting for a node with a proxy: this request was made while fetches had to go through a proxy, and only a node fetching through one may do it";
+
+/**
+ * Run by a node without a proxy: jobs it may not take because they need one (and that would
+ * otherwise be its to take: same region and pool) say so in their status. That covers queued jobs
+ * and jobs whose proxied node died (lease expired), which go back to `queued` so they do not read
+ * `fetching` while nothing fetches them. Returns how many jobs were marked; a job is marked once.
+ */
+export async function markWaitingForProxy(
+  db: Database,
+  clock: Clock,
+  opts: { region?: string | null; pool?: string | null },
+): Promise<number> {
+  const routed = (col: typeof fetchJobs.region | typeof fetchJobs.pool, mine: string | null | undefined) =>
+    mine ? or(isNull(col), eq(col, mine)) : isNull(col);
+  const now = clock.now();
+  const res = await db
+    .update(fetchJobs)
+    .set({
+      status: "queued",
+      progress: 0,
+      leaseToken: null,
+      leaseExpiresAt: null,
+      errorCode: WAITING_FOR_PROXY,
+      errorMessage: WAITING_FOR_PROXY_MESSAGE,
+      updatedAt: now,
+    })
+    .where(
+      and(
+        eq(fetchJobs.egress, "proxy"),
+        or(
+          and(
+            eq(fetchJobs.status, "queued"),
+            or(isNull(fetchJobs.errorCode), sql`${fetchJobs.errorCode} != ${WAITING_FOR_PROXY}`),
+          ),
+          and(
+            inArray(fetchJobs.status, ["fetching", "packaging", "seeding"]),
+            lt(fetchJobs.leaseExpiresAt, now),
+          ),
+        ),
+        routed(fetchJobs.region, opts.region),
+        routed(fetchJobs.pool, opts.pool),
+      ),
+    );
+  return res.rowsAffected;
 }
 
 /** Extend a lease. Returns null when the lease is lost (expired and claimed elsewhere). */

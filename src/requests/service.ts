@@ -5,7 +5,7 @@
 import { and, desc, eq, gte, inArray, isNull, sql } from "drizzle-orm";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
-import { type FetchJob, fetchJobs, fetchRequests, type JobStatus } from "../db/schema";
+import { type FetchJob, fetchJobs, fetchRequests, type JobEgress, type JobStatus } from "../db/schema";
 import { callbackInsert, outboxInserts } from "../webhooks/outbox";
 
 export interface NewRequest {
@@ -23,6 +23,25 @@ export interface NewRequest {
   pool?: string | null;
   /** Where to POST this request's webhook events (signed with WEBHOOK__SECRET). */
   callbackUrl?: string | null;
+  /**
+   * CACHE__SHARE_ACROSS_TENANTS: when false (the default) a ready result (`ttl`) and a fetch in
+   * flight are shared only among requests of the same tenant (`userId`).
+   */
+  shareAcrossTenants?: boolean;
+  /** "proxy": only a node fetching through a proxy may do this fetch (see `requiredEgress`). */
+  egress?: JobEgress | null;
+}
+
+/**
+ * The egress a new request's job needs. A proxy is required when this process is configured with
+ * one (embedded mode: the node's egress when the request is made) or when EGRESS__REQUIRE_PROXY
+ * says so (an API without a proxy of its own, e.g. the Worker, in front of proxied nodes).
+ */
+export function requiredEgress(config: {
+  proxy: unknown;
+  egress: { requireProxy: boolean };
+}): JobEgress | null {
+  return config.egress.requireProxy || config.proxy ? "proxy" : null;
 }
 
 export interface RequestView {
@@ -48,15 +67,36 @@ export interface RequestView {
   source?: "fetch" | "inflight" | "cache";
 }
 
-/** SHA-256 over (method, URL, headers, body): two requests with the same fingerprint are the same fetch. */
+/**
+ * SHA-256 over (method, URL, headers, body, routing, and the tenant unless results are shared
+ * across tenants): two requests with the same fingerprint are the same fetch. The tenant is part
+ * of it so that `ttl` reuse and in-flight sharing (both keyed by the fingerprint, the latter through
+ * a unique index) never cross tenants: otherwise tenant B's request would be answered at once from
+ * A's fetch, telling B that someone fetched that exact URL (with its query) and when, and letting A
+ * plant content for B. Identical bytes are still stored once (the store is content-addressed).
+ */
 export async function fingerprintOf(
-  r: Pick<NewRequest, "url" | "method" | "headers" | "body" | "region" | "pool">,
+  r: Pick<
+    NewRequest,
+    "url" | "method" | "headers" | "body" | "region" | "pool" | "userId" | "shareAcrossTenants" | "egress"
+  >,
 ) {
   const headers = Object.entries(r.headers ?? {})
     .map(([k, v]) => [k.toLowerCase(), v] as const)
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const route = r.region || r.pool ? [r.region ?? null, r.pool ?? null] : [];
-  const canonical = JSON.stringify([r.method.toUpperCase(), r.url, headers, r.body ?? null, ...route]);
+  const tenant = r.shareAcrossTenants ? [] : [{ tenant: r.userId ?? null }];
+  // A request that needs a proxy must never join (or reuse) a fetch a node could make directly.
+  const egress = r.egress ? [{ egress: r.egress }] : [];
+  const canonical = JSON.stringify([
+    r.method.toUpperCase(),
+    r.url,
+    headers,
+    r.body ?? null,
+    ...route,
+    ...egress,
+    ...tenant,
+  ]);
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(canonical));
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
@@ -106,6 +146,7 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
           traceId: input.requestId,
           region: input.region ?? null,
           pool: input.pool ?? null,
+          egress: input.egress ?? null,
           maxAttempts: input.maxAttempts,
           nextAttemptAt: now,
           createdAt: now,

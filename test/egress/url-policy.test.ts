@@ -190,7 +190,9 @@ describe("checkTarget (before any network activity)", () => {
       throw new Error("not refused");
     } catch (e) {
       expect(e).toBeInstanceOf(EgressRefusedError);
-      expect((e as Error).message).toBe("Refused: 127.0.0.1 is a loopback address");
+      expect((e as Error).message).toBe(
+        "Refused: 127.0.0.1 is a loopback address; this service does not fetch private networks (its operator can allow them with EGRESS__ALLOW_PRIVATE_NETWORKS=true)",
+      );
     }
   });
 });
@@ -208,7 +210,9 @@ describe("checkAddresses (after resolving)", () => {
     expect(v.ok).toBe(false);
     if (!v.ok) {
       expect(v.refusal.reason).toBe("address");
-      expect(v.refusal.message).toBe("Refused: rebind.test resolves to a private network address");
+      expect(v.refusal.message).toBe(
+        "Refused: rebind.test resolves to a private network address; this service does not fetch private networks (its operator can allow them with EGRESS__ALLOW_PRIVATE_NETWORKS=true)",
+      );
       expect(v.refusal.message).not.toContain("10.0.0.7");
     }
   });
@@ -216,5 +220,34 @@ describe("checkAddresses (after resolving)", () => {
   test("given no address, it is refused as unresolvable", () => {
     const v = checkAddresses("empty.test", [], p);
     expect(!v.ok && v.refusal.reason).toBe("no_address");
+  });
+});
+
+describe("IP and CIDR list entries", () => {
+  test.each([
+    ["127.0.0.3", "http://[::ffff:127.0.0.3]/", true],
+    ["127.0.0.3", "http://[::ffff:7f00:3]/", true],
+    ["127.0.0.3", "http://[::127.0.0.3]/", true],
+    ["127.0.0.3", "http://[64:ff9b::127.0.0.3]/", true],
+    ["127.0.0.3", "http://[2002:7f00:3::]/", true],
+    ["127.0.0.3", "http://0x7f000003/", true],
+    ["127.0.0.3", "http://127.0.0.4/", false],
+    ["::ffff:127.0.0.3", "http://127.0.0.3/", true],
+    ["127.0.0.0/8", "http://[::ffff:127.9.9.9]/", true],
+    ["[fd00::]/8", "http://[fd12::1]/", true],
+    ["10.0.0.0/8", "http://11.0.0.1/", false],
+  ] as const)("given deny entry %s and URL %s, denied is %p", (entry, url, denied) => {
+    const p = createEgressPolicy({ allowPrivateNetworks: true, urlDenylist: [entry] });
+    expect(checkTarget(parseTargetUrl(url), p)?.reason === "denylisted").toBe(denied);
+  });
+
+  test("given a deny entry, a name resolving to it (in any form) is refused after resolving", () => {
+    const p = createEgressPolicy({ allowPrivateNetworks: true, urlDenylist: ["127.0.0.3"] });
+    expect(checkTarget(parseTargetUrl("http://three.test/"), p)).toBeNull();
+    for (const addrs of [["127.0.0.3"], ["127.0.0.1", "::ffff:127.0.0.3"]]) {
+      const v = checkAddresses("three.test", addrs, p);
+      expect(!v.ok && v.refusal.reason).toBe("denylisted");
+    }
+    expect(checkAddresses("one.test", ["127.0.0.1"], p).ok).toBe(true);
   });
 });

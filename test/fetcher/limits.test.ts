@@ -120,7 +120,9 @@ describe("MIME whitelist", () => {
     await withHarness({}, async (h) => {
       const e = await fetchError(h, origin.url("/bin"));
       expect(e.code).toBe("mime_refused");
-      expect(e.message).toBe("Content-Type application/octet-stream is not allowed");
+      expect(e.message).toBe(
+        "Content-Type application/octet-stream is not allowed (its operator can add it to FETCHER__MIME_WHITELIST)",
+      );
       expect(e.transient).toBe(false);
     });
   });

@@ -252,7 +252,7 @@ describe("redirects are judged hop by hop", () => {
     try {
       const e = await fetchError(h, "http://public.test/to-denied");
       expect(e.code).toBe("egress_refused");
-      expect(e.message).toBe("Refused: public2.test is on this service's deny list");
+      expect(e.message).toBe("Refused: public2.test is on this service's deny list (FETCHER__URL_DENYLIST)");
       expect(dialer.calls.length).toBe(1);
     } finally {
       await h.cleanup();
@@ -264,7 +264,9 @@ describe("redirects are judged hop by hop", () => {
     try {
       const e = await fetchError(h, "http://public.test/ok");
       expect(e.code).toBe("egress_refused");
-      expect(e.message).toBe("Refused: public.test is not on this service's allow list");
+      expect(e.message).toBe(
+        "Refused: public.test is not on this service's allow list (FETCHER__URL_ALLOWLIST)",
+      );
       expect(dns.calls).toEqual([]);
       expect(dialer.calls).toEqual([]);
     } finally {
@@ -304,6 +306,121 @@ describe("with a socks5h proxy the guard still judges literals and names", () =>
       expect(socks.connectedTo(internal.port)).toBe(0);
     } finally {
       await h.cleanup();
+      await socks.stop();
+    }
+  });
+});
+
+describe("deny and allow lists match addresses in every form, resolved ones included, on every hop", () => {
+  // 127.0.0.3 stands for a denied host on the node's own network; the test dialler routes it
+  // (in whichever form the fetcher dials it) to the internal origin, so "reached" is measured there.
+  const DENIED_V4 = "127.0.0.3";
+  const DENIED_MAPPED = "::ffff:7f00:3"; // canonical text of [::ffff:127.0.0.3]
+
+  async function listHarness(env: Record<string, string>) {
+    const front = await startOrigin({ "/ok": textRoute("front page") });
+    const dialer = loopbackDialer({
+      [DENIED_V4]: internal.port,
+      [DENIED_MAPPED]: internal.port,
+      [STAND_IN_PUBLIC]: front.port,
+      [STAND_IN_PUBLIC_2]: internal.port,
+    });
+    const dns = mapResolver({
+      "three.test": [DENIED_V4],
+      "public.test": [STAND_IN_PUBLIC],
+      "public2.test": [STAND_IN_PUBLIC_2],
+    });
+    const h = await harness(
+      { FETCHER__MIME_WHITELIST: "*/*", ...env },
+      { dial: dialer.dial, resolve: dns.resolve },
+    );
+    return {
+      h,
+      front,
+      dialer,
+      async close() {
+        await h.cleanup();
+        await front.close();
+      },
+    };
+  }
+
+  test("given FETCHER__URL_DENYLIST=127.0.0.3, a redirect to [::ffff:127.0.0.3] is refused", async () => {
+    const t = await listHarness({ EGRESS__ALLOW_PRIVATE_NETWORKS: "true", FETCHER__URL_DENYLIST: DENIED_V4 });
+    try {
+      t.front.route("/jump", redirectRoute(`http://[::ffff:127.0.0.3]:${internal.port}/secret`));
+      const before = internal.count("/secret");
+      const e = await fetchError(t.h, `http://127.0.0.1:${t.front.port}/jump`);
+      expect(e.code).toBe("egress_refused");
+      expect(e.message).toBe("Refused: ::ffff:7f00:3 is on this service's deny list (FETCHER__URL_DENYLIST)");
+      expect(internal.count("/secret")).toBe(before);
+      expect(t.dialer.calls).toEqual([{ host: "127.0.0.1", port: t.front.port }]);
+    } finally {
+      await t.close();
+    }
+  });
+
+  test("given FETCHER__URL_DENYLIST=127.0.0.3, a name resolving to 127.0.0.3 is refused, first hop or redirect", async () => {
+    const t = await listHarness({ EGRESS__ALLOW_PRIVATE_NETWORKS: "true", FETCHER__URL_DENYLIST: DENIED_V4 });
+    try {
+      t.front.route("/jump", redirectRoute(`http://three.test:${internal.port}/secret`));
+      const before = internal.count("/secret");
+      const direct = await fetchError(t.h, `http://three.test:${internal.port}/secret`);
+      expect(direct.code).toBe("egress_refused");
+      expect(direct.message).toBe(
+        "Refused: three.test resolves to an address on this service's deny list (FETCHER__URL_DENYLIST)",
+      );
+      const hop = await fetchError(t.h, `http://127.0.0.1:${t.front.port}/jump`);
+      expect(hop.code).toBe("egress_refused");
+      expect(internal.count("/secret")).toBe(before);
+      expect(t.dialer.calls).toEqual([{ host: "127.0.0.1", port: t.front.port }]);
+    } finally {
+      await t.close();
+    }
+  });
+
+  test("given a CIDR on the deny list, a public name resolving inside it is refused and one outside is fetched", async () => {
+    const t = await listHarness({ FETCHER__URL_DENYLIST: "5.45.0.11/32,10.0.0.0/8" });
+    try {
+      const e = await fetchError(t.h, "http://public2.test/secret");
+      expect(e.code).toBe("egress_refused");
+      const r = await get(t.h, "http://public.test/ok");
+      expect(await Bun.file(r.path).text()).toBe("front page");
+      expect(t.dialer.calls).toEqual([{ host: STAND_IN_PUBLIC, port: 80 }]);
+    } finally {
+      await t.close();
+    }
+  });
+
+  test("given IP entries on the allow list, a name is admitted only when all its addresses are inside them", async () => {
+    const t = await listHarness({ FETCHER__URL_ALLOWLIST: `${STAND_IN_PUBLIC}/32` });
+    try {
+      const r = await get(t.h, "http://public.test/ok");
+      expect(await Bun.file(r.path).text()).toBe("front page");
+      t.front.route("/to-other", redirectRoute("http://public2.test/secret"));
+      const e = await fetchError(t.h, "http://public.test/to-other");
+      expect(e.code).toBe("egress_refused");
+      expect(e.message).toBe(
+        "Refused: public2.test is not on this service's allow list (FETCHER__URL_ALLOWLIST)",
+      );
+      expect(t.dialer.calls.every((c) => c.host === STAND_IN_PUBLIC)).toBe(true);
+    } finally {
+      await t.close();
+    }
+  });
+
+  test("given IP entries on the allow list and socks5h (the proxy resolves), names are refused before the proxy is dialled", async () => {
+    const socks = await startMicrosocks();
+    const t = await listHarness({
+      FETCHER__URL_ALLOWLIST: STAND_IN_PUBLIC,
+      PROXY__PROXY_URL: socks.url("socks5h"),
+    });
+    try {
+      const e = await fetchError(t.h, "http://public.test/ok");
+      expect(e.code).toBe("egress_refused");
+      expect(t.dialer.calls).toEqual([]);
+    } finally {
+      await t.close();
       await socks.stop();
     }
   });

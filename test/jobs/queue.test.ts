@@ -135,11 +135,18 @@ describe("sharing and cancelling", () => {
     const t = await tempDatabase();
     const clock = manualClock();
     const a = await createRequest(t.db, clock, { ...base, url: "http://o.test/same" });
-    const b = await createRequest(t.db, clock, { ...base, url: "http://o.test/same", userId: "u2" });
+    const b = await createRequest(t.db, clock, { ...base, url: "http://o.test/same", requestId: "r2" });
     const c = await createRequest(t.db, clock, { ...base, url: "http://o.test/same", method: "POST" });
     expect(b.jobId).toBe(a.jobId);
     expect(b.source).toBe("inflight");
     expect(c.jobId).not.toBe(a.jobId);
+    // another tenant shares nothing unless CACHE__SHARE_ACROSS_TENANTS is on
+    const other = await createRequest(t.db, clock, { ...base, url: "http://o.test/same", userId: "u2" });
+    expect(other.jobId).not.toBe(a.jobId);
+    const shared = { ...base, url: "http://o.test/shared", shareAcrossTenants: true };
+    const s1 = await createRequest(t.db, clock, shared);
+    const s2 = await createRequest(t.db, clock, { ...shared, userId: "u2" });
+    expect(s2.jobId).toBe(s1.jobId);
     const [job] = (await claimJobs(t.db, clock, { nodeName: "n", limit: 10, leaseMs: 30_000 })).filter(
       (j) => j.id === a.jobId,
     );

@@ -7,6 +7,7 @@ import { Hono } from "hono";
 import { describeRoute, resolver, validator } from "hono-openapi";
 import type * as v from "valibot";
 import { iso } from "../../clock";
+import { createEgressPolicy, EgressRefusedError, parseAndCheckTarget } from "../../egress";
 import { isDroppedHeader } from "../../requests/headers";
 import {
   cancelRequest,
@@ -14,6 +15,7 @@ import {
   getRequest,
   getTorrent,
   type RequestView,
+  requiredEgress,
 } from "../../requests/service";
 import { webhookEgressPolicy, webhookUrlRefusal } from "../../webhooks/destination";
 import { deliveriesForRequest } from "../../webhooks/outbox";
@@ -39,7 +41,7 @@ function statusBody(r: RequestView) {
   return {
     id: r.id,
     status: r.status,
-    url: r.url,
+    url: withoutUserinfo(r.url),
     method: r.method,
     created_at: iso(r.createdAt)!,
     updated_at: iso(r.updatedAt)!,
@@ -51,6 +53,22 @@ function statusBody(r: RequestView) {
     error_message: r.errorMessage,
     progress: r.progress,
   };
+}
+
+/**
+ * A URL without `user:pass@`. New requests with user info are refused (422), but rows written by
+ * 0.2, which accepted them, must not show a password either.
+ */
+export function withoutUserinfo(raw: string): string {
+  if (!raw.includes("@")) return raw;
+  try {
+    const u = new URL(raw);
+    u.username = "";
+    u.password = "";
+    return u.href;
+  } catch {
+    return raw;
+  }
 }
 
 export function requestRoutes(deps: AppDeps) {
@@ -69,6 +87,24 @@ export function requestRoutes(deps: AppDeps) {
 
   function requireReady(r: RequestView) {
     if (r.status !== "ready") throw new ApiError(400, `Request not ready (status: ${r.status})`);
+  }
+
+  // url: what the fetcher would refuse before any lookup (user info, IP literals and names such
+  // as `localhost` that this service's settings never let it fetch) is a 422 now, not an error
+  // after a 201. Names that need resolving are judged at fetch time, on the node. In distributed
+  // mode this uses the API's own EGRESS__* / FETCHER__URL_* settings: keep them like the nodes'.
+  const fetchPolicy = createEgressPolicy({
+    allowPrivateNetworks: config.egress.allowPrivateNetworks,
+    urlAllowlist: config.fetcher.urlAllowlist,
+    urlDenylist: config.fetcher.urlDenylist,
+  });
+  function checkTargetUrl(url: string) {
+    try {
+      parseAndCheckTarget(url, fetchPolicy);
+    } catch (e) {
+      if (e instanceof EgressRefusedError) throw fieldError("url", e.message, withoutUserinfo(url));
+      throw e;
+    }
   }
 
   // callback_url: refused destinations (literal private addresses, internal names) are 422 at once.
@@ -102,6 +138,7 @@ export function requestRoutes(deps: AppDeps) {
       if (!result.success) {
         return c.json({ detail: validationDetail(result.error as readonly v.BaseIssue<unknown>[]) }, 422);
       }
+      checkTargetUrl(result.data.url);
       if (result.data.callback_url) checkCallbackUrl(result.data.callback_url);
     }),
     // After validation, as in the original: invalid input is answered 422 without using quota.
@@ -124,6 +161,8 @@ export function requestRoutes(deps: AppDeps) {
         region: input.region,
         pool: input.pool,
         callbackUrl: input.callback_url,
+        shareAcrossTenants: config.cache.shareAcrossTenants,
+        egress: requiredEgress(config),
       });
       deps.onRequestCreated?.(view.source ?? "fetch");
       return c.json(

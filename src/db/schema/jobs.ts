@@ -34,6 +34,7 @@ export const JOB_STATUSES = [
   "cancelled",
 ] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
+export type JobEgress = "proxy";
 /** States in which a job is still being worked on (and may be joined by identical requests). */
 export const ACTIVE_STATUSES = ["queued", "fetching", "packaging", "seeding"] as const;
 
@@ -53,6 +54,12 @@ export const fetchJobs = sqliteTable(
     /** Routing: only nodes of this region / proxy pool may claim the job (null = any node). */
     region: text("region"),
     pool: text("pool"),
+    /**
+     * The egress the job needs, fixed when it is created: "proxy" = only a node that fetches
+     * through a proxy may claim it (the request was made while a proxy was required); null = any
+     * node. A node's own settings can change across restarts; this cannot.
+     */
+    egress: text("egress").$type<JobEgress>(),
 
     // Work assignment (leases with fencing tokens).
     nodeName: text("node_name"),

@@ -1,0 +1,1 @@
+ALTER TABLE `fetch_jobs` ADD `egress` text;
