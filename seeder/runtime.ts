@@ -108,7 +108,7 @@ function buildNode(
   const swarm = new Swarm(config);
   const tracker = createTracker({
     isAllowed: (infohash) => node?.isSeeding(infohash) ?? false,
-    self: () => ({ peerIdHex: swarm.peerId, ip: config.node.announceIp }),
+    self: () => ({ peerIdHex: swarm.peerId, ip: config.node.announceIp, port: swarm.port }),
   });
   const fetcher = createFetcher({
     config,

@@ -150,6 +150,7 @@ declare module "bittorrent-tracker/server" {
       get(key: string): SwarmPeer | undefined;
     };
     announce(params: AnnounceParams, cb?: (err: Error | null, res?: any) => void): void;
+    scrape(params: unknown, cb: (err: Error | null, res?: any) => void): void;
     _onAnnounceStarted(params: AnnounceParams, peer: SwarmPeer | undefined, id: string): void;
     _onAnnounceStopped(params: AnnounceParams, peer: SwarmPeer | undefined, id: string): void;
     _onAnnounceCompleted(params: AnnounceParams, peer: SwarmPeer | undefined, id: string): void;
