@@ -12,6 +12,7 @@ import type { Database } from "../src/db";
 import { queueDepth } from "../src/jobs/queue";
 import { createLogger, type Logger } from "../src/log";
 import { liveNodesCheck } from "../src/nodes/registry";
+import { loopbackPublicUrlWarning } from "./bind-warnings";
 import { ContentStore } from "./cas";
 import { openDatabase, runMigrations } from "./db";
 import { createFetcher } from "./fetcher";
@@ -74,6 +75,8 @@ async function warnAboutDefaults(
     else log.warn("no proxy configured: fetches leave directly from this machine (set PROXY__PROXY_URL)");
     if (config.egress.allowPrivateNetworks)
       log.warn("EGRESS__ALLOW_PRIVATE_NETWORKS=true: fetches may reach loopback and private networks");
+    const loopbackUrl = loopbackPublicUrlWarning(config);
+    if (loopbackUrl) log.warn(loopbackUrl);
   }
 }
 

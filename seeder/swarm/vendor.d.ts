@@ -32,7 +32,11 @@ declare module "webtorrent" {
 
   export interface WebTorrentOptions {
     peerId?: string | Uint8Array;
-    torrentPort?: number;
+    /**
+     * Passed unchanged to `net.Server#listen` (lib/conn-pool.js), so `{ port, host }` also works and
+     * is how the listen address is chosen; after 'listening' webtorrent replaces it by the port.
+     */
+    torrentPort?: number | { port: number; host: string };
     maxConns?: number;
     dht?: boolean | object;
     lsd?: boolean;
