@@ -349,7 +349,7 @@ function isWildcard(host: string): boolean {
 /** EADDRINUSE and friends, saying which setting to change. */
 function listenError(err: unknown, host: string | undefined, port: number): unknown {
   const code = (err as { code?: string } | null)?.code;
-  const where = `${host && host.includes(":") ? `[${host}]` : (host ?? "*")}:${port}`;
+  const where = `${host?.includes(":") ? `[${host}]` : (host ?? "*")}:${port}`;
   if (code === "EADDRINUSE")
     return new Error(
       `BitTorrent port ${where} is already in use: stop the other process or set TORRENT__LISTEN_PORT ` +
