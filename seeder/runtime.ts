@@ -15,6 +15,7 @@ import { liveNodesCheck } from "../src/nodes/registry";
 import { loopbackPublicUrlWarning } from "./bind-warnings";
 import { ContentStore } from "./cas";
 import { openDatabase, runMigrations } from "./db";
+import { docsAssets } from "./docs-assets";
 import { createFetcher } from "./fetcher";
 import { Metrics } from "./metrics";
 import { SeederNode } from "./node";
@@ -164,6 +165,7 @@ export async function startEmbedded(
     clock,
     log,
     runtime: "bun",
+    docsAssets,
     startedAt: clock.now(),
     clientIp: (req) => (server ? clientAddress(server, req) : null),
     healthChecks: [...nodeHealthChecks(node), liveNodesCheck(db, clock)],
@@ -222,6 +224,7 @@ export async function startApi(config: Config, opts: { log?: Logger } = {}): Pro
     clock: systemClock,
     log,
     runtime: "bun",
+    docsAssets,
     startedAt: Date.now(),
     clientIp: (req) => (server ? clientAddress(server, req) : null),
     healthChecks: [liveNodesCheck(db, systemClock)],
