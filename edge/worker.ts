@@ -12,6 +12,9 @@
  */
 import { type Client, createClient } from "@libsql/client/web";
 import type { ExecutionContext } from "hono";
+// package.json "imports": edge/docs-assets.ts under wrangler ("workerd" condition), the Bun
+// version when tests load this file under Bun.
+import { docsAssets } from "#docs-assets";
 import { type App, createApp } from "../src/api/app";
 import { systemClock } from "../src/clock";
 import {
@@ -107,6 +110,7 @@ export function buildEdgeApp(bindings: EdgeEnv, opts: { log?: Logger } = {}): Ed
     clock: systemClock,
     log,
     runtime: "workerd",
+    docsAssets,
     // Date.now() is only meaningful inside a request on Workers; this runs on the first one.
     startedAt: systemClock.now(),
     clientIp: (req) => req.headers.get("CF-Connecting-IP"),

@@ -356,7 +356,13 @@ export class SeederNode {
             pieceSize: config.torrent.pieceSize,
           });
       controller.signal.throwIfAborted();
-      const magnetLink = magnetFor({ infohash: made.infohash, name, size: got.size, trackers });
+      const magnetLink = magnetFor({
+        infohash: made.infohash,
+        name,
+        size: got.size,
+        trackers,
+        webSeeds: torrentOpts.urlList,
+      });
       if (
         !(await advance(db, clock, lease, {
           progress: 70,

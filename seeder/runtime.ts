@@ -12,8 +12,10 @@ import type { Database } from "../src/db";
 import { queueDepth } from "../src/jobs/queue";
 import { createLogger, type Logger } from "../src/log";
 import { liveNodesCheck } from "../src/nodes/registry";
+import { loopbackPublicUrlWarning } from "./bind-warnings";
 import { ContentStore } from "./cas";
 import { openDatabase, runMigrations } from "./db";
+import { docsAssets } from "./docs-assets";
 import { createFetcher } from "./fetcher";
 import { guarded, serveOptions } from "./http-server";
 import { Metrics } from "./metrics";
@@ -85,6 +87,8 @@ async function warnAboutDefaults(
     else log.warn("no proxy configured: fetches leave directly from this machine (set PROXY__PROXY_URL)");
     if (config.egress.allowPrivateNetworks)
       log.warn("EGRESS__ALLOW_PRIVATE_NETWORKS=true: fetches may reach loopback and private networks");
+    const loopbackUrl = loopbackPublicUrlWarning(config);
+    if (loopbackUrl) log.warn(loopbackUrl);
   }
 }
 
@@ -119,7 +123,7 @@ function buildNode(
   const swarm = new Swarm(config);
   const tracker = createTracker({
     isAllowed: (infohash) => node?.isSeeding(infohash) ?? false,
-    self: () => ({ peerIdHex: swarm.peerId, ip: config.node.announceIp }),
+    self: () => ({ peerIdHex: swarm.peerId, ip: config.node.announceIp, port: swarm.port }),
   });
   const fetcher = createFetcher({
     config,
@@ -174,6 +178,7 @@ export async function startEmbedded(
     clock,
     log,
     runtime: "bun",
+    docsAssets,
     startedAt: clock.now(),
     clientIp: (req) => (server ? clientAddress(server, req) : null),
     healthChecks: [...nodeHealthChecks(node), liveNodesCheck(db, clock)],
@@ -236,6 +241,7 @@ export async function startApi(config: Config, opts: { log?: Logger } = {}): Pro
     clock: systemClock,
     log,
     runtime: "bun",
+    docsAssets,
     startedAt: Date.now(),
     clientIp: (req) => (server ? clientAddress(server, req) : null),
     healthChecks: [liveNodesCheck(db, systemClock)],

@@ -14,6 +14,19 @@ export interface Logger {
   child(fields: Fields): Logger;
 }
 
+/**
+ * Control characters (C0, DEL, C1) and the Unicode line/paragraph separators, written as escapes so
+ * that no logged value (a request path decoded from `%0A`, a header echoed in an error, …) can end a
+ * line early and forge another one. Line-splitting tools treat U+2028/U+2029 as breaks too.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+const SHORT: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+function escapeControl(s: string): string {
+  return s.replace(CONTROL, (c) => SHORT[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 export function createLogger(
   opts: { level?: Level; json?: boolean; write?: (line: string) => void } = {},
   context: Fields = {},
@@ -24,12 +37,16 @@ export function createLogger(
   const emit = (level: Level, msg: string, fields?: Fields) => {
     if (ORDER[level] < min) return;
     const rec = { time: new Date().toISOString(), level, msg, ...context, ...fields };
-    if (json) write(JSON.stringify(rec));
+    // JSON.stringify already escapes C0 controls; the rest are valid JSON but escaped anyway.
+    if (json) write(escapeControl(JSON.stringify(rec)));
     else {
       const extra = Object.entries({ ...context, ...fields })
-        .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+        .map(
+          ([k, v]) =>
+            `${escapeControl(k)}=${escapeControl(typeof v === "string" ? v : String(JSON.stringify(v)))}`,
+        )
         .join(" ");
-      write(`${rec.time} ${level.padEnd(7)} ${msg}${extra ? ` ${extra}` : ""}`);
+      write(`${rec.time} ${level.padEnd(7)} ${escapeControl(msg)}${extra ? ` ${extra}` : ""}`);
     }
   };
   return {

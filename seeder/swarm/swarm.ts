@@ -21,6 +21,8 @@ export interface SwarmConfig {
   torrent: {
     /** TCP port peers connect to (0 = any free port; read it back from `port` after start()). */
     listenPort: number;
+    /** Address that port binds to (TORRENT__LISTEN_HOST, default HOST); absent = all interfaces. */
+    listenHost?: string;
     /** Peer connections per torrent (webtorrent's maxConns only caps outgoing; we cap incoming too). */
     maxConnections: number;
     /** Upload limit in bytes/s for the whole client; 0 = unlimited. */
@@ -79,7 +81,12 @@ export class Swarm {
 
   /** The TCP port peers connect to (valid after start()). */
   get port(): number {
-    return this.client?.torrentPort ?? 0;
+    return this.client?.address()?.port ?? 0;
+  }
+
+  /** The address the BitTorrent port is bound to (valid after start()). */
+  get address(): string | null {
+    return this.client?.address()?.address ?? null;
   }
 
   /** Our peer id (hex), as sent in handshakes and announces. */
@@ -89,9 +96,11 @@ export class Swarm {
 
   async start(): Promise<void> {
     if (this.client || this.stopping) throw new Error("swarm already started");
-    const { listenPort, maxConnections, uploadRateLimit } = this.config.torrent;
+    const { listenPort, listenHost, maxConnections, uploadRateLimit } = this.config.torrent;
     const client = new WebTorrent({
-      torrentPort: listenPort,
+      // webtorrent has no listen-address option, but it hands torrentPort to net.Server#listen as is
+      // (lib/conn-pool.js), which takes { port, host } too. Without a host it binds every interface.
+      torrentPort: listenHost ? { port: listenPort, host: listenHost } : listenPort,
       maxConns: maxConnections,
       // Nothing may leave the machine on its own: no DHT, no LSD multicast, no UPnP/NAT-PMP, no PEX.
       dht: false,
@@ -121,10 +130,16 @@ export class Swarm {
         client.once("listening", onListening);
         client.once("error", onError);
       });
+      const bound = client.address()?.address;
+      if (listenHost && !isWildcard(listenHost) && (!bound || isWildcard(bound)))
+        // A webtorrent upgrade that stops passing torrentPort through must not silently go public.
+        throw new Error(
+          `BitTorrent port bound to ${bound ?? "an unknown address"} instead of ${listenHost}; see docs/webtorrent.md`,
+        );
     } catch (err) {
       this.client = null;
       await destroyClient(client);
-      throw err;
+      throw listenError(err, listenHost, listenPort);
     }
     // From now on an 'error' on the client (webtorrent re-emits torrent errors there when the
     // torrent has no listener) must not crash the process: EventEmitter throws on unhandled 'error'.
@@ -325,6 +340,30 @@ export class Swarm {
       /* a logger failure must not break seeding */
     }
   }
+}
+
+function isWildcard(host: string): boolean {
+  return host === "0.0.0.0" || host === "::" || host === "";
+}
+
+/** EADDRINUSE and friends, saying which setting to change. */
+function listenError(err: unknown, host: string | undefined, port: number): unknown {
+  const code = (err as { code?: string } | null)?.code;
+  const where = `${host?.includes(":") ? `[${host}]` : (host ?? "*")}:${port}`;
+  if (code === "EADDRINUSE")
+    return new Error(
+      `BitTorrent port ${where} is already in use: stop the other process or set TORRENT__LISTEN_PORT ` +
+        "to a free port (0 picks one)",
+    );
+  if (code === "EADDRNOTAVAIL")
+    return new Error(
+      `cannot bind the BitTorrent port to ${where}: no such address on this machine (TORRENT__LISTEN_HOST, default HOST)`,
+    );
+  if (code === "EACCES")
+    return new Error(
+      `not allowed to bind the BitTorrent port ${where}: choose TORRENT__LISTEN_PORT above 1023 or grant the capability`,
+    );
+  return err;
 }
 
 function destroyClient(client: WebTorrent): Promise<void> {

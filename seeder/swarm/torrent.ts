@@ -152,9 +152,17 @@ export interface MagnetOptions {
   name: string;
   size: number;
   trackers: string[];
+  /**
+   * BEP 19 web seeds (the torrent's url-list), sent as `ws=`: a client that understands it (libtorrent,
+   * webtorrent) downloads over HTTP as soon as it has the metadata, instead of from peers only.
+   */
+  webSeeds?: string[];
 }
 
-/** `magnet:?xt=urn:btih:<hex>&dn=<name>&xl=<size>&tr=<tracker>...`, every value URL-encoded. */
+/**
+ * `magnet:?xt=urn:btih:<hex>&dn=<name>&xl=<size>&tr=<tracker>...&ws=<web seed>...`, every value
+ * URL-encoded.
+ */
 export function magnetFor(m: MagnetOptions): string {
   if (!/^[0-9a-fA-F]{40}$/.test(m.infohash)) throw new Error(`not a v1 infohash: ${m.infohash}`);
   const parts = [
@@ -163,6 +171,7 @@ export function magnetFor(m: MagnetOptions): string {
     `xl=${m.size}`,
   ];
   for (const tr of m.trackers) parts.push(`tr=${encodeURIComponent(tr)}`);
+  for (const ws of m.webSeeds ?? []) parts.push(`ws=${encodeURIComponent(ws)}`);
   return `magnet:?${parts.join("&")}`;
 }
 

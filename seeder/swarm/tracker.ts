@@ -12,7 +12,15 @@
  *    libtorrent keeps one peer entry per IP by default: on loopback (or any shared IP) the echoed
  *    entry overwrites the seeder's port with the leecher's own, the leecher dials itself, sees its
  *    own peer id and bans the IP, real seeder included. Result: "sometimes libtorrent gets no data".
+ *  - The node's own seeder is not a swarm entry that announces can write. A peer id is no secret
+ *    (every BitTorrent handshake sends it), so an announce carrying the seeder's peer id could
+ *    otherwise remove it (`event=stopped`) or send leechers to another port (`started&port=X`).
+ *    Its announces are answered but never recorded; every reply lists it at the address `self()`
+ *    names and the port the seeder really listens on. Non-compact replies show it under a random
+ *    per-tracker peer id, never the real one.
  */
+import { randomBytes } from "node:crypto";
+import { networkInterfaces } from "node:os";
 import { parse as parseQuery } from "node:querystring";
 import Server, { type AnnounceParams, type SwarmPeer } from "bittorrent-tracker/server";
 import { bencode } from "./bencode";
@@ -23,11 +31,12 @@ export interface TrackerOptions {
   /** Re-announce interval we ask clients for, in seconds (default 300). */
   intervalSeconds?: number;
   /**
-   * This node's own seeder: announces carrying its peer id are recorded at `ip` instead of the
-   * address they came from. The seeder announces to its own public URL, often over loopback or a
-   * private interface; peers elsewhere must be told where they can actually reach it.
+   * This node's own seeder, listed in every reply at `ip`:`port` (its real listening port). The
+   * seeder announces to its own public URL, often over loopback or a private interface; peers
+   * elsewhere must be told where they can actually reach it. With `ip` null, the address its
+   * announces come from is used, but only when that is an address of this machine.
    */
-  self?: () => { peerIdHex: string | null; ip: string | null };
+  self?: () => { peerIdHex: string | null; ip: string | null; port: number };
 }
 
 export interface Tracker {
@@ -43,13 +52,42 @@ function failure(reason: string, status = 200): Response {
   return new Response(bencode({ "failure reason": reason }), { status, headers: TEXT_HEADERS });
 }
 
+/** The node's seeder as the swarm sees it. */
+interface SelfPeer {
+  /** Its real peer id (hex): announces carrying it are never recorded. */
+  peerIdHex: string | null;
+  /** How it is handed out (its peer id replaced); null until its address and port are known. */
+  entry: SwarmPeer | null;
+}
+
 /**
- * bittorrent-tracker's swarm, minus the self-echo. Same event handling as the original
- * `announce()` (which we cannot hook into: it picks peers with the announcer's peer id only), but
- * peers are chosen by `peersFor`, which skips the announcer by peer id AND by ip:port.
+ * bittorrent-tracker's swarm, minus the self-echo and plus the node's own seeder. Same event
+ * handling as the original `announce()` (which we cannot hook into: it picks peers with the
+ * announcer's peer id only), but peers are chosen by `peersFor`, which skips the announcer by peer
+ * id AND by ip:port, and the node's seeder is never stored: `selfPeer()` supplies it on each reply.
  */
 class NoSelfSwarm extends Server.Swarm {
+  constructor(
+    infoHash: string,
+    server: Server,
+    private readonly selfPeer: () => SelfPeer,
+  ) {
+    super(infoHash, server);
+  }
+
   override announce(params: AnnounceParams, cb?: (err: Error | null, res?: unknown) => void): void {
+    const self = this.selfPeer();
+    const bonus = self.entry ? 1 : 0;
+    if (self.peerIdHex && params.peer_id === self.peerIdHex) {
+      // The seeder itself or someone using its peer id: answered, never written.
+      if (params.event === "stopped" && !cb) return;
+      cb?.(null, {
+        complete: this.complete + bonus,
+        incomplete: this.incomplete,
+        peers: this.peersFor(params, self),
+      });
+      return;
+    }
     const id = params.type === "ws" ? params.peer_id : params.addr;
     const peer = this.peers.get(id);
     switch (params.event) {
@@ -73,11 +111,23 @@ class NoSelfSwarm extends Server.Swarm {
         cb?.(new Error("invalid event"));
         return;
     }
-    cb?.(null, { complete: this.complete, incomplete: this.incomplete, peers: this.peersFor(params) });
+    cb?.(null, {
+      complete: this.complete + bonus,
+      incomplete: this.incomplete,
+      peers: this.peersFor(params, self),
+    });
   }
 
-  private peersFor(params: AnnounceParams): SwarmPeer[] {
+  override scrape(_params: unknown, cb: (err: Error | null, res?: unknown) => void): void {
+    cb(null, { complete: this.complete + (this.selfPeer().entry ? 1 : 0), incomplete: this.incomplete });
+  }
+
+  private peersFor(params: AnnounceParams, self: SelfPeer): SwarmPeer[] {
     const out: SwarmPeer[] = [];
+    const me = self.entry;
+    const announcerIsSelf =
+      params.peer_id === self.peerIdHex || (params.ip === me?.ip && params.port === me?.port);
+    if (me && !announcerIsSelf && params.numwant > 0) out.push(me);
     // Random order like the original, so big swarms spread load.
     const keys = [...this.peers.keys];
     for (let i = keys.length - 1; i > 0; i--) {
@@ -90,6 +140,8 @@ class NoSelfSwarm extends Server.Swarm {
       if (!p || p.type === "ws") continue;
       if (p.peerId === params.peer_id) continue;
       if (p.ip === params.ip && p.port === params.port) continue;
+      // Someone announced the seeder's own address: it is listed once, from selfPeer().
+      if (me && p.ip === me.ip && p.port === me.port) continue;
       out.push(p);
     }
     return out;
@@ -121,6 +173,13 @@ function infohashesIn(search: string): string[] | null {
   return out;
 }
 
+/** Addresses of this machine's interfaces (loopback included), as Bun reports a peer's address. */
+function isLocalAddress(address: string): boolean {
+  const a = address.replace(/^::ffff:(?=\d+\.)/i, "");
+  if (a.startsWith("127.") || a === "::1") return true;
+  return Object.values(networkInterfaces()).some((list) => list?.some((i) => i.address === a));
+}
+
 export function createTracker(opts: TrackerOptions): Tracker {
   const intervalMs = (opts.intervalSeconds ?? 300) * 1000;
   const server = new Server({
@@ -137,8 +196,20 @@ export function createTracker(opts: TrackerOptions): Tracker {
   server.on("error", () => {});
   // Per-instance override (not the shared static Server.Swarm), so other users of the package are
   // unaffected.
+  const publicPeerIdHex = randomBytes(20).toString("hex");
+  /** The seeder's address learned from its own announces, when `self().ip` is null. */
+  let learnedIp: string | null = null;
+  const selfPeer = (): SelfPeer => {
+    const self = opts.self?.();
+    const ip = self?.ip ?? learnedIp;
+    if (!self || !ip || !(self.port > 0)) return { peerIdHex: self?.peerIdHex ?? null, entry: null };
+    return {
+      peerIdHex: self.peerIdHex,
+      entry: { type: "http", complete: true, peerId: publicPeerIdHex, ip, port: self.port },
+    };
+  };
   server.createSwarm = (infoHash, cb) => {
-    const swarm = new NoSelfSwarm(infoHash, server);
+    const swarm = new NoSelfSwarm(infoHash, server, selfPeer);
     server.torrents[infoHash] = swarm;
     queueMicrotask(() => cb(null, swarm));
   };
@@ -170,15 +241,17 @@ export function createTracker(opts: TrackerOptions): Tracker {
       return failure("unknown torrent");
     }
 
-    let recordedAddress = remoteAddress;
     const self = opts.self?.();
     if (
       action === "announce" &&
-      self?.ip &&
+      self &&
+      !self.ip &&
       self.peerIdHex &&
-      peerIdIn(url.search.slice(1)) === self.peerIdHex
+      peerIdIn(url.search.slice(1)) === self.peerIdHex &&
+      isLocalAddress(remoteAddress)
     )
-      recordedAddress = self.ip;
+      // Only this machine may tell us where the seeder is; a peer id alone proves nothing.
+      learnedIp = remoteAddress.replace(/^::ffff:(?=\d+\.)/i, "");
 
     const body = await new Promise<Uint8Array<ArrayBuffer> | string>((resolve) => {
       // Just the parts of node's IncomingMessage/ServerResponse that onHttpRequest and
@@ -186,8 +259,8 @@ export function createTracker(opts: TrackerOptions): Tracker {
       const fakeReq = {
         url: `/${action}${url.search}`,
         headers: Object.fromEntries(req.headers),
-        connection: { remoteAddress: recordedAddress },
-        socket: { remoteAddress: recordedAddress },
+        connection: { remoteAddress },
+        socket: { remoteAddress },
       };
       const fakeRes = {
         end: (b?: Uint8Array | string) =>

@@ -32,7 +32,11 @@ declare module "webtorrent" {
 
   export interface WebTorrentOptions {
     peerId?: string | Uint8Array;
-    torrentPort?: number;
+    /**
+     * Passed unchanged to `net.Server#listen` (lib/conn-pool.js), so `{ port, host }` also works and
+     * is how the listen address is chosen; after 'listening' webtorrent replaces it by the port.
+     */
+    torrentPort?: number | { port: number; host: string };
     maxConns?: number;
     dht?: boolean | object;
     lsd?: boolean;
@@ -150,6 +154,7 @@ declare module "bittorrent-tracker/server" {
       get(key: string): SwarmPeer | undefined;
     };
     announce(params: AnnounceParams, cb?: (err: Error | null, res?: any) => void): void;
+    scrape(params: unknown, cb: (err: Error | null, res?: any) => void): void;
     _onAnnounceStarted(params: AnnounceParams, peer: SwarmPeer | undefined, id: string): void;
     _onAnnounceStopped(params: AnnounceParams, peer: SwarmPeer | undefined, id: string): void;
     _onAnnounceCompleted(params: AnnounceParams, peer: SwarmPeer | undefined, id: string): void;

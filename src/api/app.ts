@@ -5,7 +5,6 @@
  * Order: request id → canonical request log line → body size limit → routes (root, docs, health,
  * v1 requests) → one error renderer.
  */
-import { swaggerUI } from "@hono/swagger-ui";
 import { Hono } from "hono";
 import { requestId } from "hono/request-id";
 import { openAPIRouteHandler } from "hono-openapi";
@@ -14,6 +13,7 @@ import type { Clock } from "../clock";
 import type { Config } from "../config";
 import type { Database } from "../db";
 import type { Logger } from "../log";
+import { DOCS_ASSET_PATHS, type DocsAssets, mountDocs } from "./docs";
 import { renderError } from "./errors";
 import type { Principal } from "./middleware/auth";
 import { requestBodyLimit } from "./middleware/body";
@@ -46,6 +46,8 @@ export interface AppDeps {
   onRequestCreated?: (source: "fetch" | "inflight" | "cache") => void;
   /** Called once per HTTP response (metrics). `route` is the matched pattern, not the raw path. */
   onResponse?: (info: { route: string; method: string; status: number; seconds: number }) => void;
+  /** Swagger UI's files for /docs, read per runtime (seeder/docs-assets.ts, edge/docs-assets.ts). */
+  docsAssets?: DocsAssets;
 }
 
 export type AppEnv = {
@@ -133,12 +135,15 @@ export function createApp(deps: AppDeps) {
         },
         security: config.security.authEnabled ? [{ bearer: [] }, { signature: [] }] : [],
       },
-      exclude: ["/", "/openapi.json", "/docs", `${config.apiPrefix}/docs`],
+      exclude: ["/", "/openapi.json", "/docs", `${config.apiPrefix}/docs`, ...DOCS_ASSET_PATHS],
     }),
   );
-  const docs = swaggerUI({ url: "/openapi.json", title: `${config.appName} API` });
-  app.get("/docs", docs);
-  app.get(`${config.apiPrefix}/docs`, docs);
+  mountDocs(app, {
+    title: `${config.appName} API`,
+    pagePaths: ["/docs", `${config.apiPrefix}/docs`],
+    assets: deps.docsAssets,
+    compress: deps.runtime === "bun",
+  });
   return app;
 }
 

@@ -272,6 +272,10 @@ export const SETTINGS = {
   TORRENT__DOWNLOAD_RATE_LIMIT: s(int(0), 0, "Accepted for compatibility (a seeder does not download)."),
   TORRENT__MAX_CONNECTIONS: s(int(1, 100000), 200, "Peer connections per torrent."),
   TORRENT__LISTEN_PORT: s(port, 6881, "BitTorrent TCP port."),
+  TORRENT__LISTEN_HOST: opt(
+    text,
+    "Address the BitTorrent port binds to. Default: HOST (so HOST=127.0.0.1 keeps peers on this machine).",
+  ),
 
   NODE__NAME: s(text, "node-1", "This node's name, unique per database."),
   NODE__HTTP_PORT: opt(port, "Separate port for the tracker and web seed (default: share PORT)."),
@@ -526,6 +530,8 @@ export interface Config {
     uploadRateLimit: number;
     maxConnections: number;
     listenPort: number;
+    /** Address the BitTorrent port binds to (TORRENT__LISTEN_HOST, else HOST). */
+    listenHost: string;
   };
   node: {
     name: string;
@@ -687,6 +693,7 @@ export function loadConfig(env: Env): Config {
       uploadRateLimit: r.TORRENT__UPLOAD_RATE_LIMIT,
       maxConnections: r.TORRENT__MAX_CONNECTIONS,
       listenPort: r.TORRENT__LISTEN_PORT,
+      listenHost: r.TORRENT__LISTEN_HOST ?? r.HOST,
     },
     node: {
       name: r.NODE__NAME,

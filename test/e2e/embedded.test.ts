@@ -25,6 +25,13 @@ afterAll(async () => {
   await origin?.close();
 });
 
+/** Bytes the node's web seed has served so far (from /metrics). */
+async function webSeedBytes(): Promise<number> {
+  const text = await (await fetch(`${svc.url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith('proxytorrent_upload_bytes_total{via="webseed"}'));
+  return Number(line?.split(" ")[1] ?? 0);
+}
+
 async function saveTorrent(bytes: Uint8Array, name = "t.torrent"): Promise<string> {
   const dir = await tmpDir("pt-torrent-");
   const path = join(dir, name);
@@ -115,6 +122,34 @@ describe("a request, end to end", () => {
     expect(params.get("xl")).toBe(String(report.body.size));
     expect(params.get("tr")).toBe(`${svc.url}/announce`);
     expect(m.magnet_link).toContain(`tr=${encodeURIComponent(`${svc.url}/announce`)}`);
+  });
+
+  test("the magnet link carries the node's web seed as ws=, and that URL serves the exact bytes", async () => {
+    const m = (await (await svc.api(`/v1/requests/${id}/magnet`)).json()) as { magnet_link: string };
+    const ws = `${svc.url}/webseed/${report.body.sha256()}/`;
+    expect(m.magnet_link).toContain(`&ws=${encodeURIComponent(ws)}`);
+    const params = new URLSearchParams(m.magnet_link.slice("magnet:?".length));
+    expect(params.getAll("ws")).toEqual([ws]);
+    // BEP 19: a url-list entry ending in "/" is a folder; clients append the torrent's name.
+    const res = await fetch(`${params.get("ws")}${params.get("dn")}`);
+    expect(res.status).toBe(200);
+    const hash = new Bun.CryptoHasher("sha256").update(await res.arrayBuffer()).digest("hex");
+    expect(hash).toBe(report.body.sha256());
+  });
+
+  test("python3-libtorrent given only the magnet gets the right bytes, and the web seed serves some", async () => {
+    // Neither aria2c nor libtorrent can fetch a magnet's metadata from a web seed (BEP 9 needs a
+    // peer: checked, both stay at "metadata" with only ws=), so the tracker stays in the magnet.
+    // Once the metadata is in, libtorrent uses ws=; without ws= the web seed counter stays put.
+    const m = (await (await svc.api(`/v1/requests/${id}/magnet`)).json()) as { magnet_link: string };
+    const before = await webSeedBytes();
+    const file = await libtorrentDownload({
+      magnet: m.magnet_link,
+      dir: await tmpDir("pt-lt-magnet-"),
+      timeoutMs: 60_000,
+    });
+    expect(await sha256File(file)).toBe(report.body.sha256());
+    expect(await webSeedBytes()).toBeGreaterThan(before);
   });
 
   test("the same URL again within its ttl is answered from the ready result without a fetch", async () => {

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Client, createClient } from "@libsql/client";
 import { type EdgeDev, freePort, startEdgeDev } from "../../seeder/hrana/dev-edge";
+import { docsAssetType, sameOriginAssets } from "../support/docs";
 
 const TOKEN = "edge-test-token-0123456789";
 const OTHER_TOKEN = "edge-other-token-9876543210";
@@ -48,6 +49,19 @@ const call = (path: string, init: RequestInit & { token?: string | null } = {}) 
 };
 
 describe("the Worker under workerd", () => {
+  test("given no internet, when /docs is loaded, then the page and every asset it names come from the Worker", async () => {
+    const res = await call("/docs", { token: null });
+    expect(res.status).toBe(200);
+    const urls = sameOriginAssets(await res.text());
+    expect(urls).toContain("/docs/assets/swagger-ui-bundle.js");
+    for (const u of urls) {
+      const a = await call(u, { token: null });
+      expect(a.status).toBe(200);
+      expect(a.headers.get("content-type")).toBe(docsAssetType(u));
+      expect((await a.text()).length).toBeGreaterThan(u.endsWith("init.js") ? 50 : 10_000);
+    }
+  });
+
   test("given the Worker over the dev Hrana server, when /v1/health is asked, then it reports workerd, the database, and live nodes", async () => {
     type Health = {
       status: string;

@@ -185,9 +185,12 @@ ses = lt.session(settings)
 if enc:
     s = ses.get_settings()
     sys.stderr.write("enc settings: out=%s in=%s level=%s\n" % (s["out_enc_policy"], s["in_enc_policy"], s["allowed_enc_level"]))
-ti = lt.torrent_info(args["torrent"])
-atp = lt.add_torrent_params()
-atp.ti = ti
+if args.get("magnet"):
+    # Metadata comes from a peer (BEP 9); the magnet's ws= web seeds are used once it is known.
+    atp = lt.parse_magnet_uri(args["magnet"])
+else:
+    atp = lt.add_torrent_params()
+    atp.ti = lt.torrent_info(args["torrent"])
 atp.save_path = args["dir"]
 h = ses.add_torrent(atp)
 peer = (args["host"], args["port"]) if args.get("host") else None
@@ -232,11 +235,14 @@ while time.time() < deadline:
 ses.pause()
 if enc:
     print("ENC " + ",".join(sorted(seen)), flush=True)
-print("DONE " + os.path.join(args["dir"], ti.files().file_path(0)), flush=True)
+print("DONE " + os.path.join(args["dir"], h.torrent_file().files().file_path(0)), flush=True)
 `;
 
 export interface LibtorrentOptions {
-  torrentPath: string;
+  /** A .torrent file, or else `magnet`. */
+  torrentPath?: string;
+  /** A magnet link instead of a .torrent (its metadata must come from a peer). */
+  magnet?: string;
   dir: string;
   /** Dial this peer directly (besides whatever trackers the torrent names). */
   connect?: { host: string; port: number };
@@ -256,7 +262,7 @@ export interface LibtorrentDownload {
 export async function libtorrentDownloadDetailed(opts: LibtorrentOptions): Promise<LibtorrentDownload> {
   await mkdir(opts.dir, { recursive: true });
   const spec = JSON.stringify({
-    torrent: opts.torrentPath,
+    ...(opts.magnet ? { magnet: opts.magnet } : { torrent: opts.torrentPath }),
     dir: opts.dir,
     ...(opts.connect ? { host: opts.connect.host, port: opts.connect.port } : {}),
     ...(opts.encryption ? { encryption: opts.encryption } : {}),

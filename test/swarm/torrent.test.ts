@@ -184,6 +184,20 @@ describe("magnetFor", () => {
     expect(params.getAll("tr")).toEqual(["http://127.0.0.1:8000/announce", "https://t.example/a?x=1&y=2"]);
   });
 
+  test("given web seeds, then each is a URL-encoded ws= after the trackers", () => {
+    const ws = "http://127.0.0.1:8000/webseed/ab cd/";
+    const m = magnetFor({
+      infohash: "abcdef0123456789abcdef0123456789abcdef01",
+      name: "a.bin",
+      size: 1,
+      trackers: ["http://127.0.0.1:8000/announce"],
+      webSeeds: [ws],
+    });
+    expect(m).toEndWith(`&ws=${encodeURIComponent(ws)}`);
+    expect(m).toContain("ws=http%3A%2F%2F127.0.0.1%3A8000%2Fwebseed%2Fab%20cd%2F");
+    expect(new URLSearchParams(m.slice("magnet:?".length)).getAll("ws")).toEqual([ws]);
+  });
+
   test("given something that is not a v1 infohash, then it throws", () => {
     expect(() => magnetFor({ infohash: "xyz", name: "a", size: 1, trackers: [] })).toThrow();
   });

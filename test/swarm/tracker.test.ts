@@ -3,10 +3,16 @@
  * failure reasons for everything else, and never a peer's own address in its peer list (the
  * loopback "libtorrent bans the seeder" bug, see seeder/swarm/tracker.ts).
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { type BDict, bdecode, isDict, text } from "../../seeder/swarm/bencode";
+import { writeFile } from "node:fs/promises";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { type BDict, bdecode, bencode, isDict, text } from "../../seeder/swarm/bencode";
 import { createTracker, type Tracker } from "../../seeder/swarm/tracker";
+import { aria2Download, removeTmpDirs, sha256File, tmpDir } from "../support/clients";
+import { bytesRoute, type Origin, startOrigin } from "../support/origin";
+import { Service } from "../support/service";
 
 const INFOHASH = randomBytes(20).toString("hex");
 let tracker: Tracker | null = null;
@@ -184,7 +190,7 @@ describe("the node's own seeder", () => {
     const set = new Set([INFOHASH]);
     tracker = createTracker({
       isAllowed: (h) => set.has(h),
-      self: () => ({ peerIdHex: seederId, ip: "192.0.2.10" }),
+      self: () => ({ peerIdHex: seederId, ip: "192.0.2.10", port: 6881 }),
     });
     await announce(tracker, "127.0.0.1", { peerId: seederId, port: 6881, left: 0, event: "started" });
     const other = await announce(tracker, "127.0.0.1", {
@@ -198,5 +204,170 @@ describe("the node's own seeder", () => {
       port: 7001,
     });
     expect(compactPeers(third.peers).sort()).toEqual(["127.0.0.1:7000", "192.0.2.10:6881"]);
+  });
+
+  const SEEDER_PORT = 40001;
+  function trackerWithSelf(ip: string | null): Tracker {
+    const set = new Set([INFOHASH]);
+    tracker = createTracker({
+      isAllowed: (h) => set.has(h),
+      self: () => ({ peerIdHex: SEEDER_ID, ip, port: SEEDER_PORT }),
+    });
+    return tracker;
+  }
+
+  test("cannot be stopped or moved to another port by announces carrying its peer id", async () => {
+    const t = trackerWithSelf("127.0.0.1");
+    await announce(t, "127.0.0.1", { peerId: SEEDER_ID, port: SEEDER_PORT, left: 0, event: "started" });
+    // The impostor, from loopback (where the seeder is) and from elsewhere.
+    for (const from of ["127.0.0.1", "192.0.2.66"]) {
+      await announce(t, from, { peerId: SEEDER_ID, port: SEEDER_PORT, left: 0, event: "stopped" });
+      await announce(t, from, { peerId: SEEDER_ID, port: 40999, left: 0, event: "started" });
+    }
+    // Not with its own peer id either: someone at the seeder's ip:port stopping "itself".
+    await announce(t, "127.0.0.1", {
+      peerId: randomBytes(20).toString("hex"),
+      port: SEEDER_PORT,
+      event: "started",
+    });
+    await announce(t, "127.0.0.1", {
+      peerId: randomBytes(20).toString("hex"),
+      port: SEEDER_PORT,
+      event: "stopped",
+    });
+    const fresh = await announce(t, "127.0.0.1", { peerId: LEECHER_ID, port: 40002, event: "started" });
+    expect(compactPeers(fresh["peers"])).toEqual([`127.0.0.1:${SEEDER_PORT}`]);
+    expect(fresh["complete"]).toBe(1);
+  });
+
+  test("is listed in non-compact replies without its real peer id", async () => {
+    const t = trackerWithSelf("127.0.0.1");
+    await announce(t, "127.0.0.1", { peerId: SEEDER_ID, port: SEEDER_PORT, left: 0, event: "started" });
+    const reply = await announce(t, "127.0.0.1", {
+      peerId: LEECHER_ID,
+      port: 40002,
+      event: "started",
+      compact: 0,
+    });
+    const peers = reply["peers"] as BDict[];
+    expect(peers.map((p) => `${text(p["ip"])}:${p["port"]}`)).toEqual([`127.0.0.1:${SEEDER_PORT}`]);
+    // bittorrent-tracker writes peer ids as UTF-8 of their latin1 string: compare both spellings.
+    const shown = Buffer.from(peers[0]!["peer id"] as Uint8Array);
+    const raw = Buffer.from(SEEDER_ID, "hex");
+    expect(shown.length).toBeGreaterThanOrEqual(20);
+    expect(shown.equals(raw)).toBe(false);
+    expect(shown.equals(Buffer.from(raw.toString("latin1"), "utf8"))).toBe(false);
+  });
+
+  test("without an announce IP, takes its address only from announces made on this machine", async () => {
+    const t = trackerWithSelf(null);
+    await announce(t, "192.0.2.66", { peerId: SEEDER_ID, port: SEEDER_PORT, left: 0, event: "started" });
+    const before = await announce(t, "127.0.0.1", { peerId: LEECHER_ID, port: 40002, event: "started" });
+    expect(compactPeers(before["peers"])).toEqual([]);
+    await announce(t, "127.0.0.1", { peerId: SEEDER_ID, port: SEEDER_PORT, left: 0, event: "started" });
+    const after = await announce(t, "127.0.0.1", { peerId: LEECHER_ID, port: 40002 });
+    expect(compactPeers(after["peers"])).toEqual([`127.0.0.1:${SEEDER_PORT}`]);
+  });
+});
+
+/** The peer id a BitTorrent peer sends in its handshake: what anyone can learn from the port. */
+function handshakePeerId(port: number, infohashHex: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host: "127.0.0.1", port });
+    let got = Buffer.alloc(0);
+    sock.setTimeout(30_000, () => sock.destroy(new Error("no handshake from the seeder")));
+    sock.on("error", reject);
+    sock.on("connect", () => {
+      sock.write(
+        Buffer.concat([
+          Buffer.from([19]),
+          Buffer.from("BitTorrent protocol"),
+          Buffer.alloc(8),
+          Buffer.from(infohashHex, "hex"),
+          randomBytes(20),
+        ]),
+      );
+    });
+    sock.on("data", (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      if (got.length >= 68) {
+        sock.destroy();
+        resolve(got.subarray(48, 68).toString("hex"));
+      }
+    });
+  });
+}
+
+describe("given the running service seeding a torrent", () => {
+  let origin: Origin;
+  let svc: Service;
+  const content = bytesRoute({ size: 1024 * 1024 + 77, seed: 21, contentType: "application/json" });
+  let torrentBytes: Uint8Array;
+  let infohash: string;
+
+  beforeAll(async () => {
+    origin = await startOrigin({ "/data.json": content });
+    svc = await Service.start();
+    const id = await svc.create({ url: origin.url("/data.json") });
+    const st = await svc.waitFor(id);
+    expect(st.status).toBe("ready");
+    infohash = st.infohash!;
+    torrentBytes = await svc.torrent(id);
+  });
+  afterAll(async () => {
+    await svc?.stop();
+    await origin?.close();
+    await removeTmpDirs();
+  });
+
+  /** A real HTTP announce to the node's tracker on loopback. */
+  async function httpAnnounce(a: Announce): Promise<BDict> {
+    const q = [
+      `info_hash=${binParam(infohash)}`,
+      `peer_id=${binParam(a.peerId)}`,
+      `port=${a.port}`,
+      "uploaded=0",
+      "downloaded=0",
+      `left=${a.left ?? 1000}`,
+      `compact=${a.compact ?? 1}`,
+      ...(a.event ? [`event=${a.event}`] : []),
+    ].join("&");
+    const res = await fetch(`${svc.url}/announce?${q}`);
+    expect(res.status).toBe(200);
+    const body = bdecode(new Uint8Array(await res.arrayBuffer()));
+    if (!isDict(body)) throw new Error("tracker reply is not a dictionary");
+    return body;
+  }
+
+  test("when someone announces stopped and another port with the seeder's peer id, then leechers still get the seeder and aria2c downloads", async () => {
+    const seederId = await handshakePeerId(svc.torrentPort, infohash);
+    // The reply to a non-compact announce does not reveal it either.
+    const listed = (await httpAnnounce({ peerId: randomBytes(20).toString("hex"), port: 40100, compact: 0 }))[
+      "peers"
+    ] as BDict[];
+    const ids = listed.map((p) => Buffer.from(p["peer id"] as Uint8Array));
+    const raw = Buffer.from(seederId, "hex");
+    expect(ids.some((b) => b.equals(raw) || b.equals(Buffer.from(raw.toString("latin1"), "utf8")))).toBe(
+      false,
+    );
+
+    await httpAnnounce({ peerId: seederId, port: svc.torrentPort, left: 0, event: "stopped" });
+    await httpAnnounce({ peerId: seederId, port: 40999, left: 0, event: "started" });
+    const fresh = await httpAnnounce({
+      peerId: randomBytes(20).toString("hex"),
+      port: 40101,
+      event: "started",
+    });
+    expect(compactPeers(fresh["peers"])).toContain(`127.0.0.1:${svc.torrentPort}`);
+    expect(compactPeers(fresh["peers"])).not.toContain("127.0.0.1:40999");
+
+    // Without the url-list, the only way to the bytes is the seeder found through the tracker.
+    const t = bdecode(torrentBytes) as BDict;
+    delete t["url-list"];
+    const dir = await tmpDir("pt-impersonation-");
+    const torrentPath = join(dir, "tracker-only.torrent");
+    await writeFile(torrentPath, bencode(t));
+    const file = await aria2Download({ torrentPath, dir: join(dir, "out"), timeoutMs: 60_000 });
+    expect(await sha256File(file)).toBe(content.body.sha256());
   });
 });

@@ -79,7 +79,7 @@ export const fetchJobs = sqliteTable(
     torrentName: text("torrent_name"),
     pieceLength: integer("piece_length"),
     torrent: bytes("torrent"),
-    /** magnet:?xt=urn:btih:…&dn=…&xl=…&tr=… built by the node that made the torrent. */
+    /** magnet:?xt=urn:btih:…&dn=…&xl=…&tr=…&ws=… built by the node that made the torrent. */
     magnetLink: text("magnet_link"),
     /** Node whose tracker and web seed the torrent points at, and which seeds it. */
     seedNode: text("seed_node"),
