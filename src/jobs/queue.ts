@@ -16,6 +16,13 @@ export interface Lease {
 
 /** Claim up to `limit` runnable jobs for `nodeName`: queued ones whose retry time has come, and
  * in-flight ones whose lease expired (their node died or stalled). */
+/**
+ * A job that asks for a region or proxy pool is only for nodes of that region / pool; a node
+ * without one takes only jobs that do not ask.
+ */
+const routed = (col: typeof fetchJobs.region | typeof fetchJobs.pool, mine: string | null | undefined) =>
+  mine ? or(isNull(col), eq(col, mine)) : isNull(col);
+
 export async function claimJobs(
   db: Database,
   clock: Clock,
@@ -30,10 +37,6 @@ export async function claimJobs(
   },
 ): Promise<FetchJob[]> {
   const now = clock.now();
-  // A job that asks for a region or proxy pool is only for nodes of that region / pool; a node
-  // without one takes only jobs that do not ask.
-  const routed = (col: typeof fetchJobs.region | typeof fetchJobs.pool, mine: string | null | undefined) =>
-    mine ? or(isNull(col), eq(col, mine)) : isNull(col);
   const runnable = db
     .select({ id: fetchJobs.id })
     .from(fetchJobs)
@@ -93,8 +96,6 @@ export async function markWaitingForProxy(
   clock: Clock,
   opts: { region?: string | null; pool?: string | null },
 ): Promise<number> {
-  const routed = (col: typeof fetchJobs.region | typeof fetchJobs.pool, mine: string | null | undefined) =>
-    mine ? or(isNull(col), eq(col, mine)) : isNull(col);
   const now = clock.now();
   const res = await db
     .update(fetchJobs)
