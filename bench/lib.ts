@@ -12,7 +12,7 @@ import { mkdtemp } from "node:fs/promises";
 import os from "node:os";
 import { join, resolve } from "node:path";
 import { type Subprocess, spawn, spawnSync } from "bun";
-import { freePort } from "../seeder/free-port";
+import { freePort } from "../seeder/dev/free-port";
 import { ApiClient } from "../test/support/api-client";
 import { PatternBody } from "../test/support/origin";
 
@@ -317,8 +317,8 @@ export interface ServiceOptions {
   torrentPort?: number;
   /**
    * Command to run instead of `bin/proxytorrent serve`, e.g. for profiling:
-   * `[BUN, "--cpu-prof", "--cpu-prof-dir=/tmp/prof", "seeder/cli.ts", "serve"]`. Also from the
-   * environment: BENCH_SERVICE_CMD="node_modules/.bin/bun --cpu-prof seeder/cli.ts serve".
+   * `[BUN, "--cpu-prof", "--cpu-prof-dir=/tmp/prof", "seeder/cli/index.ts", "serve"]`. Also from the
+   * environment: BENCH_SERVICE_CMD="node_modules/.bin/bun --cpu-prof seeder/cli/index.ts serve".
    */
   cmd?: string[];
 }

@@ -25,7 +25,7 @@ import { readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { spawn } from "bun";
-import { type BDict, bdecode, bencode, text } from "../seeder/swarm/bencode";
+import { type BDict, bdecode, bencode, text } from "../seeder/node/swarm/bencode";
 import {
   appendResults,
   fileOrigin,

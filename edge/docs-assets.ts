@@ -3,7 +3,7 @@
  * so these plain imports are turned into text modules by the `[[rules]] type = "Text"` in
  * wrangler.toml (see src/api/docs.ts). edge/worker.ts reaches this file through package.json
  * "imports" (`#docs-assets`, condition "workerd"), so Bun, which would run the .js as code, never
- * loads it: under Bun the same specifier names seeder/docs-assets.ts.
+ * loads it: under Bun the same specifier names seeder/process/docs-assets.ts.
  */
 import css from "swagger-ui-dist/swagger-ui.css";
 import js from "swagger-ui-dist/swagger-ui-bundle.js";

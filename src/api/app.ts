@@ -46,7 +46,7 @@ export interface AppDeps {
   onRequestCreated?: (source: "fetch" | "inflight" | "cache") => void;
   /** Called once per HTTP response (metrics). `route` is the matched pattern, not the raw path. */
   onResponse?: (info: { route: string; method: string; status: number; seconds: number }) => void;
-  /** Swagger UI's files for /docs, read per runtime (seeder/docs-assets.ts, edge/docs-assets.ts). */
+  /** Swagger UI's files for /docs, read per runtime (seeder/process/docs-assets.ts, edge/docs-assets.ts). */
   docsAssets?: DocsAssets;
 }
 

@@ -2,7 +2,7 @@
  * /docs: Swagger UI served entirely from this service (no CDN), so the page works offline and loads
  * no third-party script. The assets come from the pinned `swagger-ui-dist` package; how they are
  * read differs per runtime (a Worker has no file system), so the caller hands them in as text:
- * seeder/docs-assets.ts on Bun (`with { type: "text" }`), edge/docs-assets.ts on the Worker
+ * seeder/process/docs-assets.ts on Bun (`with { type: "text" }`), edge/docs-assets.ts on the Worker
  * (wrangler `[[rules]] type = "Text"`, see wrangler.toml).
  */
 import type { Hono } from "hono";

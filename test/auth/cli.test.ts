@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { openDatabase } from "../../seeder/db";
+import { openDatabase } from "../../seeder/process/database";
 import { createApp } from "../../src/api/app";
 import { signatureHeaders } from "../../src/auth/sign";
 import { systemClock } from "../../src/clock";

@@ -3,7 +3,7 @@
  * can be used once. Every tampered, stale or replayed request is 401 and changes nothing.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { openDatabase } from "../../seeder/db";
+import { openDatabase } from "../../seeder/process/database";
 import { createApp } from "../../src/api/app";
 import { hmacSha256, sha256, toHex } from "../../src/auth/crypto";
 import { revokeApiKey } from "../../src/auth/keys";

@@ -7,9 +7,9 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { ContentStore } from "../../seeder/cas";
-import { terminateHashWorkers } from "../../seeder/hashing/pool";
-import { choosePieceLength } from "../../seeder/swarm/torrent";
+import { ContentStore } from "../../seeder/node/cas";
+import { terminateHashWorkers } from "../../seeder/node/hashing/pool";
+import { choosePieceLength } from "../../seeder/node/swarm/torrent";
 import { removeTmpDirs, tmpDir } from "../support/clients";
 
 afterAll(() => removeTmpDirs());
@@ -231,7 +231,7 @@ describe("BlobWriter: process lifetime", () => {
   test("a script that only writes a blob runs to its end and then exits (no worker holds it)", async () => {
     const base = await tmpDir("pt-cas-exit-");
     const script = join(base, "write.ts");
-    const cas = join(import.meta.dir, "../../seeder/cas.ts");
+    const cas = join(import.meta.dir, "../../seeder/node/cas.ts");
     await Bun.write(
       script,
       `import { ContentStore } from ${JSON.stringify(cas)};

@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
-import { startHranaServer } from "../../seeder/hrana/server";
+import { startHranaServer } from "../../seeder/dev/hrana/server";
 import { freePort, tmpDir } from "../support/clients";
 import { CLI, ROOT, Service } from "../support/service";
 

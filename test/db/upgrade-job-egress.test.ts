@@ -8,7 +8,7 @@ import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { migrate } from "drizzle-orm/libsql/migrator";
-import { MIGRATIONS_DIR, openDatabase, runMigrations } from "../../seeder/db";
+import { MIGRATIONS_DIR, openDatabase, runMigrations } from "../../seeder/process/database";
 import { loadConfig } from "../../src/config";
 import { claimJobs, markWaitingForProxy, WAITING_FOR_PROXY_MESSAGE } from "../../src/jobs/queue";
 import { createRequest, getRequest } from "../../src/requests/service";

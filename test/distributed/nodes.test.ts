@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { freePort, startEdgeDev } from "../../seeder/hrana/dev-edge";
+import { freePort, startEdgeDev } from "../../seeder/dev/hrana/dev-edge";
 import { aria2Download, sha256File, tmpDir } from "../support/clients";
 import { bytesRoute, startOrigin } from "../support/origin";
 import { parsePrometheus } from "../support/prometheus";

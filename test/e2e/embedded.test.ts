@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type BDict, bdecode, bencode, isDict, text } from "../../seeder/swarm/bencode";
+import { type BDict, bdecode, bencode, isDict, text } from "../../seeder/node/swarm/bencode";
 import { aria2Download, libtorrentDownload, sha256File, tmpDir } from "../support/clients";
 import { bytesRoute, type Origin, startOrigin } from "../support/origin";
 import { Service, TOKEN } from "../support/service";

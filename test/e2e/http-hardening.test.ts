@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
-import { guarded, serveOptions } from "../../seeder/http-server";
+import { guarded, serveOptions } from "../../seeder/process/http-server";
 import { loadConfig } from "../../src/config";
 import { silentLogger } from "../../src/log";
 import { freePort, removeTmpDirs } from "../support/clients";

@@ -5,7 +5,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { ContentStore } from "../../seeder/cas";
+import { ContentStore } from "../../seeder/node/cas";
 import { aria2Download, libtorrentDownload, sha256File, tmpDir } from "../support/clients";
 import { bytesRoute, type Origin, startOrigin } from "../support/origin";
 import { Service } from "../support/service";

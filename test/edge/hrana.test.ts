@@ -1,5 +1,5 @@
 /**
- * The dev Hrana server (seeder/hrana/server.ts) as @libsql/client's http mode, drizzle and the
+ * The dev Hrana server (seeder/dev/hrana/server.ts) as @libsql/client's http mode, drizzle and the
  * project's own `migrate` command see it: statements, batches, interactive transactions, errors,
  * and the same rows visible through a direct `file:` client. (Test/dev support only; production
  * talks to Turso or sqld.)
@@ -10,8 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Client, createClient as createFileClient, LibsqlError } from "@libsql/client";
 import { createClient } from "@libsql/client/http";
-import { openDatabase, runMigrations } from "../../seeder/db";
-import { type HranaServer, startHranaServer } from "../../seeder/hrana/server";
+import { type HranaServer, startHranaServer } from "../../seeder/dev/hrana/server";
+import { openDatabase, runMigrations } from "../../seeder/process/database";
 import { loadConfig } from "../../src/config";
 import { raw } from "../support/raw-http";
 

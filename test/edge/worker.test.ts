@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Client, createClient } from "@libsql/client";
-import { type EdgeDev, freePort, startEdgeDev } from "../../seeder/hrana/dev-edge";
+import { type EdgeDev, freePort, startEdgeDev } from "../../seeder/dev/hrana/dev-edge";
 import { docsAssetType, sameOriginAssets } from "../support/docs";
 
 const TOKEN = "edge-test-token-0123456789";

@@ -10,9 +10,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ContentStore } from "../../seeder/cas";
-import { createFetcher, type Dial, type Fetcher, type FetcherDeps } from "../../seeder/fetcher";
-import { defaultDial } from "../../seeder/fetcher/connect";
+import { ContentStore } from "../../seeder/node/cas";
+import { createFetcher, type Dial, type Fetcher, type FetcherDeps } from "../../seeder/node/fetcher";
+import { defaultDial } from "../../seeder/node/fetcher/connect";
 import { type Config, type Env, loadConfig } from "../../src/config";
 
 /** A public unicast address that is never dialled: the test dialler routes it to a loopback port. */
@@ -95,7 +95,7 @@ export async function fetchError(
     body?: string | null;
     signal?: AbortSignal;
   } = {},
-): Promise<import("../../seeder/fetcher").FetchError> {
+): Promise<import("../../seeder/node/fetcher").FetchError> {
   try {
     const r = await h.fetcher.fetch(
       { url, method: extra.method ?? "GET", headers: extra.headers ?? {}, body: extra.body ?? null },
@@ -104,7 +104,7 @@ export async function fetchError(
     throw new Error(`expected the fetch to fail, got ${JSON.stringify(r)}`);
   } catch (e) {
     if ((e as Error).name !== "FetchError") throw e;
-    return e as import("../../seeder/fetcher").FetchError;
+    return e as import("../../seeder/node/fetcher").FetchError;
   }
 }
 

@@ -1,6 +1,6 @@
 /** The Content-Type whitelist as a table (pure function, no network). */
 import { describe, expect, test } from "bun:test";
-import { isMimeAllowed } from "../../seeder/fetcher";
+import { isMimeAllowed } from "../../seeder/node/fetcher";
 import { DEFAULT_MIME_WHITELIST } from "../../src/config";
 
 describe("isMimeAllowed", () => {

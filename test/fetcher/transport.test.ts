@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import http from "node:http";
 import net from "node:net";
-import { exchange } from "../../seeder/fetcher/exchange";
+import { exchange } from "../../seeder/node/fetcher/exchange";
 import { bytesRoute, type Origin, startOrigin, textRoute } from "../support/origin";
 import { fetchError, get, harness, loopbackDialer, mapResolver, STAND_IN_PUBLIC } from "./helpers";
 import { TEST_CERT, TEST_KEY } from "./tls-fixture";

@@ -3,7 +3,7 @@
  * as it can and prints the ids it won, one per line.
  */
 
-import { openDatabase } from "../../seeder/db";
+import { openDatabase } from "../../seeder/process/database";
 import { systemClock } from "../../src/clock";
 import { loadConfig } from "../../src/config";
 import { claimJobs } from "../../src/jobs/queue";

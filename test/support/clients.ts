@@ -13,7 +13,7 @@ import { createReadStream, rmSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { decodeTorrent, text } from "../../seeder/swarm/bencode";
+import { decodeTorrent, text } from "../../seeder/node/swarm/bencode";
 
 const children = new Set<ChildProcess>();
 const tempDirs = new Set<string>();
@@ -24,7 +24,7 @@ process.once("exit", () => {
   if (process.env.KEEP_TMP !== "1") for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
 });
 
-export { freePort } from "../../seeder/free-port";
+export { freePort } from "../../seeder/dev/free-port";
 
 /** A fresh directory under the OS temp dir, removed when the test process exits. */
 export async function tmpDir(prefix = "pt-test-"): Promise<string> {

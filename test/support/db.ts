@@ -2,7 +2,7 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openDatabase, runMigrations } from "../../seeder/db";
+import { openDatabase, runMigrations } from "../../seeder/process/database";
 import { type Config, type Env, loadConfig } from "../../src/config";
 
 export async function tempDatabase(env: Env = {}) {

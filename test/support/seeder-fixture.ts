@@ -7,10 +7,10 @@ import { randomBytes } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Server } from "bun";
-import { ContentStore, type StoredBlob } from "../../seeder/cas";
-import { type CreateTorrentFileOptions, createTorrentFile } from "../../seeder/swarm/torrent";
-import { createTracker, type Tracker } from "../../seeder/swarm/tracker";
-import { webSeedHash, webSeedResponse, webSeedUrl } from "../../seeder/swarm/webseed";
+import { ContentStore, type StoredBlob } from "../../seeder/node/cas";
+import { type CreateTorrentFileOptions, createTorrentFile } from "../../seeder/node/swarm/torrent";
+import { createTracker, type Tracker } from "../../seeder/node/swarm/tracker";
+import { webSeedHash, webSeedResponse, webSeedUrl } from "../../seeder/node/swarm/webseed";
 import { tmpDir } from "./clients";
 
 /** Store `bytes` in a fresh CAS under `base` (as the fetcher would) and return the blob. */

@@ -12,7 +12,7 @@
 
 import net from "node:net";
 import { type Subprocess, spawn } from "bun";
-import { freePort as freeLoopbackPort } from "../../seeder/free-port";
+import { freePort as freeLoopbackPort } from "../../seeder/dev/free-port";
 
 export interface Microsocks {
   host: "127.0.0.1";

@@ -1,11 +1,11 @@
 /**
  * The BigInt Diffie-Hellman that replaces crypto.createDiffieHellman in MSE handshakes
- * (seeder/swarm/mse-fast-dh.ts): byte-for-byte Node's DiffieHellman for the same keys, and a real
+ * (seeder/node/swarm/mse-fast-dh.ts): byte-for-byte Node's DiffieHellman for the same keys, and a real
  * libtorrent that refuses anything but encrypted connections downloads from our Swarm through it.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createDiffieHellman, type DiffieHellman, randomBytes } from "node:crypto";
-// @ts-expect-error bittorrent-protocol ships no types (seeder/swarm/vendor.d.ts does not need it)
+// @ts-expect-error bittorrent-protocol ships no types (seeder/node/swarm/vendor.d.ts does not need it)
 import Wire from "bittorrent-protocol";
 import {
   bigIntToBytes,
@@ -14,8 +14,8 @@ import {
   MSE_PRIME_HEX,
   MseDiffieHellman,
   modPow,
-} from "../../seeder/swarm/mse-fast-dh";
-import { Swarm } from "../../seeder/swarm/swarm";
+} from "../../seeder/node/swarm/mse-fast-dh";
+import { Swarm } from "../../seeder/node/swarm/swarm";
 import { freePort, libtorrentDownloadDetailed, removeTmpDirs, sha256File, tmpDir } from "../support/clients";
 import { type Content, randomContent, saveTorrent } from "../support/seeder-fixture";
 

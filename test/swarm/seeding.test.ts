@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { Swarm } from "../../seeder/swarm/swarm";
+import { Swarm } from "../../seeder/node/swarm/swarm";
 import {
   aria2Download,
   freePort,

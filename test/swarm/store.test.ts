@@ -5,7 +5,7 @@
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { stat, truncate } from "node:fs/promises";
-import { CasBlobStore } from "../../seeder/swarm/store";
+import { CasBlobStore } from "../../seeder/node/swarm/store";
 import { removeTmpDirs, tmpDir } from "../support/clients";
 import { writeCasBlob } from "../support/seeder-fixture";
 

@@ -6,7 +6,7 @@
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { connect, createServer, type Socket } from "node:net";
-import { Swarm } from "../../seeder/swarm/swarm";
+import { Swarm } from "../../seeder/node/swarm/swarm";
 import { freePort, libtorrentDownload, removeTmpDirs, sha256File, tmpDir } from "../support/clients";
 import { randomContent, saveTorrent, startNodeHttp } from "../support/seeder-fixture";
 

@@ -5,8 +5,8 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { ContentStore } from "../../seeder/cas";
-import { choosePieceLength, createTorrentFile, torrentFromPieces } from "../../seeder/swarm/torrent";
+import { ContentStore } from "../../seeder/node/cas";
+import { choosePieceLength, createTorrentFile, torrentFromPieces } from "../../seeder/node/swarm/torrent";
 import { removeTmpDirs, tmpDir } from "../support/clients";
 
 afterAll(() => removeTmpDirs());

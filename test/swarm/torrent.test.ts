@@ -4,13 +4,13 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import { type BDict, bdecode, decodeTorrent, text } from "../../seeder/swarm/bencode";
+import { type BDict, bdecode, decodeTorrent, text } from "../../seeder/node/swarm/bencode";
 import {
   choosePieceLength,
   createTorrentFile,
   magnetFor,
   torrentNameFromUrl,
-} from "../../seeder/swarm/torrent";
+} from "../../seeder/node/swarm/torrent";
 import { removeTmpDirs, tmpDir } from "../support/clients";
 import { writeCasBlob } from "../support/seeder-fixture";
 

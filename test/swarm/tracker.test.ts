@@ -1,15 +1,15 @@
 /**
  * Our HTTP tracker at the protocol level: bencoded announce/scrape replies for allowed infohashes,
  * failure reasons for everything else, and never a peer's own address in its peer list (the
- * loopback "libtorrent bans the seeder" bug, see seeder/swarm/tracker.ts).
+ * loopback "libtorrent bans the seeder" bug, see seeder/node/swarm/tracker.ts).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { type BDict, bdecode, bencode, isDict, text } from "../../seeder/swarm/bencode";
-import { createTracker, type Tracker } from "../../seeder/swarm/tracker";
+import { type BDict, bdecode, bencode, isDict, text } from "../../seeder/node/swarm/bencode";
+import { createTracker, type Tracker } from "../../seeder/node/swarm/tracker";
 import { aria2Download, removeTmpDirs, sha256File, tmpDir } from "../support/clients";
 import { bytesRoute, type Origin, startOrigin } from "../support/origin";
 import { Service } from "../support/service";

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import type { Server } from "bun";
-import { parseRange, webSeedHash, webSeedResponse, webSeedUrl } from "../../seeder/swarm/webseed";
+import { parseRange, webSeedHash, webSeedResponse, webSeedUrl } from "../../seeder/node/swarm/webseed";
 import { removeTmpDirs, tmpDir } from "../support/clients";
 import { writeCasBlob } from "../support/seeder-fixture";
 

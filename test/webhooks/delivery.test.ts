@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { eq } from "drizzle-orm";
 import { Webhook } from "standardwebhooks";
-import { WebhookDeliverer } from "../../seeder/webhooks";
+import { WebhookDeliverer } from "../../seeder/node/webhooks";
 import { webhookAttempts, webhookDeliveries, webhookEndpoints } from "../../src/db/schema";
 import { silentLogger } from "../../src/log";
 import { cancelRequest } from "../../src/requests/service";

@@ -3,8 +3,8 @@
  * ready / error through the real queue functions, and a delivery loop run on demand.
  */
 import { eq } from "drizzle-orm";
-import type { Dial, Resolve } from "../../seeder/fetcher/connect";
-import { WebhookDeliverer } from "../../seeder/webhooks";
+import type { Dial, Resolve } from "../../seeder/node/fetcher/connect";
+import { WebhookDeliverer } from "../../seeder/node/webhooks";
 import type { Env } from "../../src/config";
 import { webhookDeliveries } from "../../src/db/schema";
 import { advance, claimJobs, completeJob, failJob } from "../../src/jobs/queue";

@@ -1,9 +1,9 @@
-/** Webhook delivery on a node: started next to the job loop by seeder/runtime.ts. */
-import type { Clock } from "../../src/clock";
-import type { Config } from "../../src/config";
-import type { Database } from "../../src/db";
-import type { Logger } from "../../src/log";
-import type { Metrics } from "../metrics";
+/** Webhook delivery on a node: started next to the job loop by seeder/process/start.ts. */
+import type { Clock } from "../../../src/clock";
+import type { Config } from "../../../src/config";
+import type { Database } from "../../../src/db";
+import type { Logger } from "../../../src/log";
+import type { Metrics } from "../../process/metrics";
 import { WebhookDeliverer } from "./deliverer";
 
 export { deliveryLeaseMs, WebhookDeliverer } from "./deliverer";

@@ -9,7 +9,7 @@ import { createApiKey, listApiKeys, revokeApiKey, sealStoredHashes } from "../..
 import { DEFAULT_SCOPES, parseScopes, SCOPES, type Scope } from "../../src/auth/scopes";
 import { type Config, ConfigError, loadConfig } from "../../src/config";
 import type { Database } from "../../src/db";
-import { DatabaseError, openDatabase, runMigrations } from "../db";
+import { DatabaseError, openDatabase, runMigrations } from "../process/database";
 
 function fail(message: string, code = 2): never {
   console.error(message);

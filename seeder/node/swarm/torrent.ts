@@ -63,7 +63,7 @@ export function choosePieceLength(size: number, setting: number | "auto"): numbe
 /**
  * The same .torrent create-torrent writes (byte for byte: same keys, same encoding, same info
  * dict, so the same infohash), from piece hashes computed while the body streamed into the store
- * (seeder/cas.ts). Packaging a 1 GiB body then no longer re-reads and re-hashes the blob.
+ * (seeder/node/cas.ts). Packaging a 1 GiB body then no longer re-reads and re-hashes the blob.
  * test/swarm/torrent-from-pieces.test.ts pins the equivalence.
  */
 export function torrentFromPieces(

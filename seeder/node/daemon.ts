@@ -3,10 +3,10 @@
  * seeding every ready torrent assigned to it (also after a restart). It talks to nothing but the
  * database; the API finds its results there.
  */
-import type { Clock } from "../src/clock";
-import type { Config } from "../src/config";
-import type { Database } from "../src/db";
-import type { FetchJob } from "../src/db/schema";
+import type { Clock } from "../../src/clock";
+import type { Config } from "../../src/config";
+import type { Database } from "../../src/db";
+import type { FetchJob } from "../../src/db/schema";
 import {
   advance,
   claimJobs,
@@ -19,12 +19,12 @@ import {
   markWaitingForProxy,
   releaseJob,
   torrentBytes,
-} from "../src/jobs/queue";
-import type { Logger } from "../src/log";
-import { nodeHeartbeat, nodeStopped } from "../src/nodes/registry";
+} from "../../src/jobs/queue";
+import type { Logger } from "../../src/log";
+import { nodeHeartbeat, nodeStopped } from "../../src/nodes/registry";
+import type { Metrics } from "../process/metrics";
 import type { ContentStore } from "./cas";
 import { FetchError, type Fetcher } from "./fetcher";
-import type { Metrics } from "./metrics";
 import { ownRegistrations, recordRegistration } from "./storage";
 import type { Swarm } from "./swarm/swarm";
 import { createTorrentFile, magnetFor, torrentFromPieces, torrentNameFromUrl } from "./swarm/torrent";

@@ -7,10 +7,10 @@ import { dirname, join, resolve } from "node:path";
 import { type Client, createClient } from "@libsql/client";
 import { ConnectionPool } from "@libsql/client/sqlite3";
 import { migrate } from "drizzle-orm/libsql/migrator";
-import { type Config, maskUrlSecrets } from "../src/config";
-import { createDatabase, type Database } from "../src/db";
+import { type Config, maskUrlSecrets } from "../../src/config";
+import { createDatabase, type Database } from "../../src/db";
 
-export const MIGRATIONS_DIR = resolve(import.meta.dir, "..", "migrations");
+export const MIGRATIONS_DIR = resolve(import.meta.dir, "..", "..", "migrations");
 
 export interface OpenedDatabase {
   client: Client;

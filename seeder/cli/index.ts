@@ -11,9 +11,8 @@ import {
   SETTINGS,
   unknownSettingMessage,
   unknownSettings,
-} from "../src/config";
-import { registerKeysCommand } from "./commands/keys";
-import { DatabaseError, openDatabase, runMigrations } from "./db";
+} from "../../src/config";
+import { DatabaseError, openDatabase, runMigrations } from "../process/database";
 import {
   makeLogger,
   type Running,
@@ -22,7 +21,8 @@ import {
   startEmbedded,
   startSeeder,
   stopOnSignals,
-} from "./runtime";
+} from "../process/start";
+import { registerKeysCommand } from "./keys";
 
 // Everything this process creates (database, WAL, blobs, folders) is its own alone: the database
 // holds the keys that sign requests. Explicit modes where files are made say the same.

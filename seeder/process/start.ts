@@ -4,27 +4,32 @@
  */
 import { readFileSync } from "node:fs";
 import type { Server } from "bun";
-import { createApp } from "../src/api/app";
-import { hasActiveApiKeys, sealStoredHashes } from "../src/auth/keys";
-import { type Clock, systemClock } from "../src/clock";
-import type { Config } from "../src/config";
-import type { Database } from "../src/db";
-import { queueDepth } from "../src/jobs/queue";
-import { createLogger, type Logger } from "../src/log";
-import { liveNodesCheck } from "../src/nodes/registry";
+import { createApp } from "../../src/api/app";
+import { hasActiveApiKeys, sealStoredHashes } from "../../src/auth/keys";
+import { type Clock, systemClock } from "../../src/clock";
+import type { Config } from "../../src/config";
+import type { Database } from "../../src/db";
+import { queueDepth } from "../../src/jobs/queue";
+import { createLogger, type Logger } from "../../src/log";
+import { liveNodesCheck } from "../../src/nodes/registry";
+import { ContentStore } from "../node/cas";
+import { SeederNode } from "../node/daemon";
+import { createFetcher } from "../node/fetcher";
+import {
+  lockStorageFolder,
+  type StorageLock,
+  secureDatabaseFile,
+  secureStorageFolder,
+} from "../node/storage";
+import { Swarm } from "../node/swarm/swarm";
+import { choosePieceLength } from "../node/swarm/torrent";
+import { createTracker } from "../node/swarm/tracker";
+import { startWebhookDelivery } from "../node/webhooks";
 import { loopbackPublicUrlWarning } from "./bind-warnings";
-import { ContentStore } from "./cas";
-import { openDatabase, runMigrations } from "./db";
+import { openDatabase, runMigrations } from "./database";
 import { docsAssets } from "./docs-assets";
-import { createFetcher } from "./fetcher";
 import { guarded, serveOptions } from "./http-server";
 import { Metrics } from "./metrics";
-import { SeederNode } from "./node";
-import { lockStorageFolder, type StorageLock, secureDatabaseFile, secureStorageFolder } from "./storage";
-import { Swarm } from "./swarm/swarm";
-import { choosePieceLength } from "./swarm/torrent";
-import { createTracker } from "./swarm/tracker";
-import { startWebhookDelivery } from "./webhooks";
 
 export interface Running {
   config: Config;
@@ -338,7 +343,7 @@ function nodeHealthChecks(node: SeederNode) {
 }
 
 /**
- * The storage folder made private (0700; see seeder/storage.ts) and, for a process that runs a
+ * The storage folder made private (0700; see seeder/node/storage.ts) and, for a process that runs a
  * node, locked for it alone: a second `serve`/`seeder` on the same folder fails here.
  */
 function prepareStorage(config: Config, log: Logger, node: boolean): StorageLock {

@@ -2,7 +2,7 @@
  * What we send to an origin: the caller's headers minus those that are ours to set or that must
  * not cross to the origin, plus our own defaults.
  */
-import { isDroppedHeader } from "../../src/requests/headers";
+import { isDroppedHeader } from "../../../src/requests/headers";
 import { FetchError } from "./errors";
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -21,7 +21,7 @@ export function normaliseMethod(method: string): string {
   return m;
 }
 
-export { isDroppedHeader } from "../../src/requests/headers";
+export { isDroppedHeader } from "../../../src/requests/headers";
 
 /**
  * The caller's headers, cleaned; later duplicates (case-insensitive) replace earlier ones.

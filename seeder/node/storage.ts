@@ -11,7 +11,7 @@
 import { dlopen, FFIType, read } from "bun:ffi";
 import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import type { Logger } from "../src/log";
+import type { Logger } from "../../src/log";
 
 export const LOCK_FILE = "proxytorrent.lock";
 const INSTANCE_FILE = "node-instance.json";

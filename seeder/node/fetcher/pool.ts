@@ -34,7 +34,7 @@
 import { createHash } from "node:crypto";
 import http, { type IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import type { TargetUrl } from "../../src/egress";
+import type { TargetUrl } from "../../../src/egress";
 import { type Connection, type ConnectOptions, connectChecked, resolveChecked } from "./connect";
 import { exchangeWith, type OutgoingRequest } from "./exchange";
 

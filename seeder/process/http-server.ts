@@ -12,8 +12,8 @@
  *   limit, so callers normally get our JSON 413 rather than Bun's empty one.
  */
 import type { Server } from "bun";
-import type { Config } from "../src/config";
-import type { Logger } from "../src/log";
+import type { Config } from "../../src/config";
+import type { Logger } from "../../src/log";
 
 type Handler = (req: Request, server: Server<unknown>) => Response | Promise<Response>;
 

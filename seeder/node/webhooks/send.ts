@@ -1,13 +1,13 @@
 /**
- * One webhook POST, through the same gate as every fetch (seeder/fetcher/connect.ts): parse,
+ * One webhook POST, through the same gate as every fetch (seeder/node/fetcher/connect.ts): parse,
  * egress guard on the name, resolve here, guard on every address, connect to exactly a checked
  * address (or through the configured proxy, never around it), TLS with verification. A refused
  * destination is refused before any socket exists. Redirects are not followed: a 3xx is a failed
  * attempt, as the Standard Webhooks spec advises.
  */
-import type { Config } from "../../src/config";
-import { EgressRefusedError, parseAndCheckTarget } from "../../src/egress";
-import { webhookEgressPolicy } from "../../src/webhooks/destination";
+import type { Config } from "../../../src/config";
+import { EgressRefusedError, parseAndCheckTarget } from "../../../src/egress";
+import { webhookEgressPolicy } from "../../../src/webhooks/destination";
 import { type Dial, defaultDial, defaultResolve, openConnection, type Resolve } from "../fetcher/connect";
 import { FetchError } from "../fetcher/errors";
 import { exchange } from "../fetcher/exchange";

@@ -1,17 +1,17 @@
 /**
  * Development entry points (never production):
  *
- *   bun seeder/hrana/cli.ts dev-edge     what `npm run dev:edge` runs: migrate the libSQL file named by
+ *   bun seeder/dev/hrana/cli.ts dev-edge     what `npm run dev:edge` runs: migrate the libSQL file named by
  *                                        DATABASE__DATABASE_URL (default file:./data/proxytorrent.db),
  *                                        serve it over Hrana/HTTP on a free loopback port, and run the
  *                                        Worker under `wrangler dev` on 127.0.0.1:$PORT (default 8787).
- *   bun seeder/hrana/cli.ts serve [--file F] [--port N]
+ *   bun seeder/dev/hrana/cli.ts serve [--file F] [--port N]
  *                                        only the Hrana server over a file (for drizzle-kit, the
  *                                        libsql http client, or a `wrangler dev` you start yourself).
  *
  * The project's settings in the environment (SECURITY__BEARER_TOKENS, …) are handed to the Worker.
  */
-import { ConfigError, loadConfig } from "../../src/config";
+import { ConfigError, loadConfig } from "../../../src/config";
 import { startEdgeDev } from "./dev-edge";
 import { startHranaServer } from "./server";
 

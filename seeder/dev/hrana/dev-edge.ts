@@ -15,12 +15,12 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { loadConfig, SETTINGS } from "../../src/config";
-import { openDatabase, runMigrations } from "../db";
+import { loadConfig, SETTINGS } from "../../../src/config";
+import { openDatabase, runMigrations } from "../../process/database";
 import { freePort } from "../free-port";
 import { type HranaServer, startHranaServer } from "./server";
 
-export const PROJECT_ROOT = resolve(import.meta.dir, "..", "..");
+export const PROJECT_ROOT = resolve(import.meta.dir, "..", "..", "..");
 const WRANGLER_JS = join(PROJECT_ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
 
 /** The environment that keeps wrangler quiet and on loopback. */
@@ -121,7 +121,7 @@ function findNode(explicit?: string): string {
 
 /**
  * Apply the project's migrations to the file: the same two calls `proxytorrent migrate` makes
- * (seeder/db.ts), in-process, so a half-edited seeder runtime cannot break `dev:edge`.
+ * (seeder/process/database.ts), in-process, so a half-edited seeder runtime cannot break `dev:edge`.
  */
 export async function migrateFile(databaseUrl: string): Promise<void> {
   const config = loadConfig({ DATABASE__DATABASE_URL: databaseUrl });

@@ -10,12 +10,12 @@
  * WEBHOOK__RETRY_DELAYS step, or later if the receiver's Retry-After asks for it.
  */
 import { eq } from "drizzle-orm";
-import type { Clock } from "../../src/clock";
-import type { Config } from "../../src/config";
-import type { Database } from "../../src/db";
-import { type WebhookDelivery, type WebhookEndpoint, webhookEndpoints } from "../../src/db/schema";
-import type { Logger } from "../../src/log";
-import { signingSecrets } from "../../src/webhooks/endpoints";
+import type { Clock } from "../../../src/clock";
+import type { Config } from "../../../src/config";
+import type { Database } from "../../../src/db";
+import { type WebhookDelivery, type WebhookEndpoint, webhookEndpoints } from "../../../src/db/schema";
+import type { Logger } from "../../../src/log";
+import { signingSecrets } from "../../../src/webhooks/endpoints";
 import {
   type AttemptOutcome,
   claimDeliveries,
@@ -24,9 +24,9 @@ import {
   parseRetryAfter,
   recordAttempt,
   releaseDelivery,
-} from "../../src/webhooks/outbox";
-import { webhookHeaders } from "../../src/webhooks/signing";
-import type { Metrics } from "../metrics";
+} from "../../../src/webhooks/outbox";
+import { webhookHeaders } from "../../../src/webhooks/signing";
+import type { Metrics } from "../../process/metrics";
 import { createSender, type Sender, type SendOptions } from "./send";
 
 export interface DelivererDeps {

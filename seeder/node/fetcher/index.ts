@@ -17,14 +17,14 @@
  * socket at once.
  */
 import type { IncomingMessage } from "node:http";
-import type { Config } from "../../src/config";
+import type { Config } from "../../../src/config";
 import {
   createEgressPolicy,
   type EgressPolicy,
   EgressRefusedError,
   parseAndCheckTarget,
   type TargetUrl,
-} from "../../src/egress";
+} from "../../../src/egress";
 import type { BlobWriter, ContentStore, StoredBlob } from "../cas";
 import { BodyInterrupted, type BodyLimits, type ContentCoding, contentCoding, pumpBody } from "./body";
 import { type ConnectOptions, type Dial, defaultDial, defaultResolve, type Resolve } from "./connect";

@@ -17,14 +17,14 @@ import net from "node:net";
 import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import { SocksClient } from "socks";
-import type { ProxyConfig } from "../../src/config";
+import type { ProxyConfig } from "../../../src/config";
 import {
   checkAddresses,
   checkTarget,
   checkUnresolvedName,
   type EgressPolicy,
   type TargetUrl,
-} from "../../src/egress";
+} from "../../../src/egress";
 import { FetchError } from "./errors";
 
 /** Opens a TCP connection to host:port (an IP for origins, the configured name for a proxy). */

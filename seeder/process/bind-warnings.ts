@@ -4,7 +4,7 @@
  * tracker and web seed nobody else can reach: they "work" only on the node's own machine.
  */
 import ipaddr from "ipaddr.js";
-import type { Config } from "../src/config";
+import type { Config } from "../../src/config";
 
 function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, "").toLowerCase();
