@@ -424,6 +424,18 @@ export const SETTINGS = {
   NODE__POLL_INTERVAL_MS: s(int(10, 60000), 500, "How often an idle node looks for work and due webhooks.", {
     at: "node.pollIntervalMs",
   }),
+  NODE__HEARTBEAT_INTERVAL_MS: s(
+    int(50, 10000),
+    5000,
+    "How often a node refreshes its row in the node registry; one silent for 30 s counts as gone, so at most 10000.",
+    { at: "node.heartbeatIntervalMs" },
+  ),
+  NODE__RESEED_INTERVAL_MS: s(
+    int(50, 3600000),
+    2000,
+    "How often a node makes its seeding match the database: seeds what became ready for it, stops seeding what was cancelled or expired.",
+    { at: "node.reseedIntervalMs" },
+  ),
 
   CACHE__DEFAULT_TTL: s(int(0, 86400 * 365), 3600, "Default `ttl` of a request in seconds.", {
     at: "cache.defaultTtl",
