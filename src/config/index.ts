@@ -3,8 +3,9 @@
  * existing `.env` carries over. Every variable is written once, in `SETTINGS` below (name, parser,
  * default, meaning, where it lands in `Config`): the `Config` type, its mapping and the README's
  * table (`npm run docs:config`) are derived from it. `loadConfig` reads them all, collects every
- * error, and throws one `ConfigError` that names each bad variable. Lists accept a JSON array or comma-separated values; an empty value
- * means "unset" (the original crashed on `PROXY__PROXY_PORT=`).
+ * error, and throws one `ConfigError` that names each bad variable. Lists accept a JSON array or
+ * comma-separated values; an empty value means "unset" (the original crashed on
+ * `PROXY__PROXY_PORT=`).
  *
  * Runs on Workers and Bun: no `node:*` imports, paths are plain strings.
  */
@@ -105,28 +106,27 @@ const proxyType = v.pipe(
 
 // ---- the settings table: the one place a setting is written ----
 
-/**
- * One setting: how its variable is parsed, its default, its meaning (printed by `proxytorrent
- * config` and in the README's table, which `npm run docs:config` writes from this table), and
- * where its value lands in `Config` (`at`, after `map`). A setting without `at` is read by the
- * code after the table (values built from several settings) or has no effect (`compat`).
- */
-interface Setting<T, At extends string | undefined = string | undefined, U = T> {
-  schema: v.GenericSchema<string, T>;
-  default: T;
-  doc: string;
+/** Where a setting lands in `Config`, and how the README shows it. */
+interface Placement<T, At extends string | undefined, U> {
+  /** Path in `Config` (`fetcher.connectTimeoutMs`); none when code after the table builds the value. */
   at?: At;
+  /** What the parsed value becomes there (seconds → ms, undefined → null …). */
   map?: (value: T) => U;
   /** The default as the README shows it (Markdown), when it is computed from other settings. */
   shown?: string;
   /** Accepted for compatibility with the original, with no effect (listed below the README's table). */
   compat?: true;
 }
-interface Placement<T, At extends string | undefined, U> {
-  at?: At;
-  map?: (value: T) => U;
-  shown?: string;
-  compat?: true;
+/**
+ * One setting: how its variable is parsed, its default, its meaning (printed by `proxytorrent
+ * config` and in the README's table, which `npm run docs:config` writes from this table), and its
+ * placement. A setting without `at` is read by the code after the table (values built from several
+ * settings, with their checks) or has no effect (`compat`).
+ */
+interface Setting<T, At extends string | undefined = string | undefined, U = T> extends Placement<T, At, U> {
+  schema: v.GenericSchema<string, T>;
+  default: T;
+  doc: string;
 }
 const s = <T, At extends string | undefined = undefined, U = T>(
   schema: v.GenericSchema<string, T>,
