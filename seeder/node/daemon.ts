@@ -105,12 +105,12 @@ export class SeederNode {
     await this.announceSelf();
     this.registryTimer = setInterval(() => {
       this.announceSelf().catch((e) => log.warn("node heartbeat failed", { err: String(e) }));
-    }, 5000);
+    }, this.deps.config.node.heartbeatIntervalMs);
     this.loop = this.pollLoop();
     this.reconcileTimer = setInterval(() => {
       if (!this.reconciling)
         this.reconcileSeeding().catch((e) => log.error("reseed failed", { err: String(e) }));
-    }, 2000);
+    }, this.deps.config.node.reseedIntervalMs);
   }
 
   /** Look for work now instead of at the next poll (embedded mode, after a POST). */

@@ -1,9 +1,11 @@
 /**
  * Configuration from the environment, in the original ProxyTorrent's `GROUP__FIELD` names so an
- * existing `.env` carries over. Every variable is listed once in `SETTINGS` below (name, parser,
- * default); `loadConfig` reads them all, collects every error, and throws one `ConfigError` that
- * names each bad variable. Lists accept a JSON array or comma-separated values; an empty value
- * means "unset" (the original crashed on `PROXY__PROXY_PORT=`).
+ * existing `.env` carries over. Every variable is written once, in `SETTINGS` below (name, parser,
+ * default, meaning, where it lands in `Config`): the `Config` type, its mapping and the README's
+ * table (`npm run docs:config`) are derived from it. `loadConfig` reads them all, collects every
+ * error, and throws one `ConfigError` that names each bad variable. Lists accept a JSON array or
+ * comma-separated values; an empty value means "unset" (the original crashed on
+ * `PROXY__PROXY_PORT=`).
  *
  * Runs on Workers and Bun: no `node:*` imports, paths are plain strings.
  */
@@ -102,20 +104,45 @@ const proxyType = v.pipe(
   v.picklist(["socks5", "socks5h", "http", "https"], "expected socks5, socks5h, http or https"),
 );
 
-// ---- the settings table ----
+// ---- the settings table: the one place a setting is written ----
 
-interface Setting<T> {
+/** Where a setting lands in `Config`, and how the README shows it. */
+interface Placement<T, At extends string | undefined, U> {
+  /** Path in `Config` (`fetcher.connectTimeoutMs`); none when code after the table builds the value. */
+  at?: At;
+  /** What the parsed value becomes there (seconds → ms, undefined → null …). */
+  map?: (value: T) => U;
+  /** The default as the README shows it (Markdown), when it is computed from other settings. */
+  shown?: string;
+  /** Accepted for compatibility with the original, with no effect (listed below the README's table). */
+  compat?: true;
+}
+/**
+ * One setting: how its variable is parsed, its default, its meaning (printed by `proxytorrent
+ * config` and in the README's table, which `npm run docs:config` writes from this table), and its
+ * placement. A setting without `at` is read by the code after the table (values built from several
+ * settings, with their checks) or has no effect (`compat`).
+ */
+interface Setting<T, At extends string | undefined = string | undefined, U = T> extends Placement<T, At, U> {
   schema: v.GenericSchema<string, T>;
   default: T;
   doc: string;
 }
-const s = <T>(schema: v.GenericSchema<string, T>, def: T, doc: string): Setting<T> => ({
-  schema,
-  default: def,
-  doc,
-});
-const opt = <T>(schema: v.GenericSchema<string, T>, doc: string): Setting<T | undefined> =>
-  s<T | undefined>(schema as v.GenericSchema<string, T | undefined>, undefined, doc);
+const s = <T, At extends string | undefined = undefined, U = T>(
+  schema: v.GenericSchema<string, T>,
+  def: T,
+  doc: string,
+  placement: Placement<T, At, U> = {},
+): Setting<T, At, U> => ({ schema, default: def, doc, ...placement });
+const opt = <T, At extends string | undefined = undefined, U = T | undefined>(
+  schema: v.GenericSchema<string, T>,
+  doc: string,
+  placement: Placement<T | undefined, At, U> = {},
+): Setting<T | undefined, At, U> =>
+  s<T | undefined, At, U>(schema as v.GenericSchema<string, T | undefined>, undefined, doc, placement);
+
+const secondsToMs = (seconds: number) => seconds * 1000;
+const orNull = <T>(value: T | undefined): T | null => value ?? null;
 
 export const DEFAULT_MIME_WHITELIST = [
   "text/html",
@@ -133,33 +160,57 @@ export const DEFAULT_MIME_WHITELIST = [
 export const DEFAULT_WEBHOOK_RETRY_DELAYS = [5, 300, 1800, 7200, 18000, ...Array<number>(7).fill(36000)];
 
 export const SETTINGS = {
-  APP_NAME: s(text, "ProxyTorrent", "Service name shown by `GET /` and the API docs."),
-  APP_VERSION: s(text, "0.2.0", "Version shown by `GET /`, health and the API docs."),
+  APP_NAME: s(text, "ProxyTorrent", "Service name shown by `GET /` and the API docs.", { at: "appName" }),
+  APP_VERSION: s(text, "0.2.0", "Version shown by `GET /`, health and the API docs.", { at: "appVersion" }),
   API_PREFIX: s(
     v.pipe(text, v.regex(/^\/[A-Za-z0-9/_-]*$/, "expected a path such as /v1")),
     "/v1",
     "Prefix of the API routes.",
+    { at: "apiPrefix", map: (p) => p.replace(/\/+$/, "") },
   ),
-  DEBUG: s(bool, false, "Accepted for compatibility; no effect on error detail."),
-  HOST: s(text, "127.0.0.1", "Address the HTTP server binds to (use 0.0.0.0 to listen on all interfaces)."),
-  PORT: s(port, 8000, "API port (embedded mode also serves the tracker and web seed here)."),
+  DEBUG: s(bool, false, "Accepted for compatibility; no effect on error detail.", { compat: true }),
+  HOST: s(text, "127.0.0.1", "Address the HTTP server binds to (`0.0.0.0` for all interfaces).", {
+    at: "host",
+  }),
+  PORT: s(port, 8000, "API port; the embedded node serves its tracker and web seed here too.", {
+    at: "port",
+  }),
 
-  STORAGE__BASE_PATH: s(text, "./data", "Everything the service writes lives under this directory."),
-
-  DATABASE__DATABASE_URL: opt(
+  STORAGE__BASE_PATH: s(
     text,
-    "libSQL URL (`file:…`, `libsql://…`, `http(s)://…`). Default `file:$STORAGE__BASE_PATH/proxytorrent.db`.",
+    "./data",
+    "Everything the service writes lives under this directory: database, store, temp files.",
+    { at: "storage.basePath", map: (p) => p.replace(/\/+$/, "") || "/" },
   ),
-  DATABASE__AUTH_TOKEN: opt(text, "Auth token for a remote libSQL/Turso database."),
-  DATABASE__ECHO_SQL: s(bool, false, "Log every SQL statement (debugging)."),
 
-  SECURITY__AUTH_ENABLED: s(bool, true, "Require authentication on every route except /, health and docs."),
-  SECURITY__BEARER_TOKENS: s(list, [] as string[], "Static bearer tokens (JSON array or comma-separated)."),
-  SECURITY__HMAC_SECRET: opt(text, "Secret for the legacy body-HMAC scheme (`X-Signature`)."),
+  DATABASE__DATABASE_URL: opt(text, "libSQL URL (`file:…`, `libsql://…`, `http(s)://…`).", {
+    shown: "`file:$STORAGE__BASE_PATH/proxytorrent.db`",
+  }),
+  DATABASE__AUTH_TOKEN: opt(text, "Auth token for a remote libSQL/Turso database.", {
+    at: "database.authToken",
+  }),
+  DATABASE__ECHO_SQL: s(bool, false, "Log every SQL statement (debugging).", { at: "database.echoSql" }),
+
+  SECURITY__AUTH_ENABLED: s(
+    bool,
+    true,
+    "Require authentication on every route except /, health and docs; `false` lets anyone use the API (announced at start-up).",
+    { at: "security.authEnabled" },
+  ),
+  SECURITY__BEARER_TOKENS: s(
+    list,
+    [] as string[],
+    "Static bearer tokens, each its own tenant (JSON array or comma-separated); prefer `keys create`.",
+    { at: "security.bearerTokens" },
+  ),
+  SECURITY__HMAC_SECRET: opt(text, "Secret for the legacy body-HMAC scheme (`X-Signature`).", {
+    at: "security.hmacSecret",
+  }),
   SECURITY__LEGACY_BODY_HMAC: s(
     bool,
     false,
     "Accept the original's replayable body-only `X-Signature` HMAC (old clients only).",
+    { at: "security.legacyBodyHmac" },
   ),
   SECURITY__JWT_SECRET: opt(
     text,
@@ -169,8 +220,12 @@ export const SETTINGS = {
     httpUrl,
     "Accept JWTs signed by the keys at this JWKS URL (OIDC; rotated by kid). https, or http on loopback.",
   ),
-  SECURITY__JWT_ISSUER: opt(text, "Required `iss` of every JWT."),
-  SECURITY__JWT_AUDIENCE: s(list, [] as string[], "Accepted `aud` values of JWTs (one is enough)."),
+  SECURITY__JWT_ISSUER: opt(text, "Required `iss` of every JWT; required with JWTs."),
+  SECURITY__JWT_AUDIENCE: s(
+    list,
+    [] as string[],
+    "Accepted `aud` values of JWTs (one is enough); required with JWTs.",
+  ),
   SECURITY__JWT_ALGORITHMS: s(
     list,
     [] as string[],
@@ -189,157 +244,264 @@ export const SETTINGS = {
   SECURITY__TRUSTED_PROXIES: s(
     list,
     [] as string[],
-    "Reverse proxies (IPs or CIDRs) whose X-Forwarded-For names the client; others' is ignored.",
+    "Reverse proxies (IPs or CIDRs) whose `X-Forwarded-For` names the client; others' is ignored.",
+    { at: "security.trustedProxies" },
   ),
   SECURITY__SIGNATURE_WINDOW_SECONDS: s(
     int(10, 3600),
     300,
     "How far the `created` time of a signed request may be from the server's clock.",
+    { at: "security.signatureWindowSeconds" },
   ),
   SECURITY__KEY_ENCRYPTION_SECRET: opt(
     text,
-    "Seals the stored hash of each API key (the HMAC key of signed requests) so the database alone cannot sign; at least 32 characters, the same in every API process and `keys` command.",
+    "Seals the stored hash of each API key (AES-256-GCM; the HMAC key of signed requests) so the database alone cannot sign; at least 32 characters, the same in every API process, the Worker and `keys` command (docs/auth.md).",
+    { at: "security.keyEncryptionSecret" },
   ),
   SECURITY__MAX_BODY_BYTES: s(
     int(1024, 1024 * 1024 * 1024),
     2 * 1024 * 1024,
-    "Largest request body in bytes on every route (413 beyond it), counted while reading. Default 2 MiB: room for a 1 MiB `body` field.",
+    "Largest request body in bytes on every route (413 beyond it, see Limits), counted while reading. Default 2 MiB: room for a 1 MiB `body` field.",
+    { at: "security.maxBodyBytes" },
   ),
 
-  PROXY__PROXY_ENABLED: s(bool, false, "Send every fetch through the proxy below; fails closed."),
+  PROXY__PROXY_ENABLED: s(
+    bool,
+    false,
+    "Send every fetch through the proxy below; enabled without a host or port refuses to start.",
+  ),
   PROXY__PROXY_TYPE: s(proxyType, "socks5" as string, "socks5, socks5h, http or https."),
   PROXY__PROXY_HOST: opt(text, "Proxy host."),
   PROXY__PROXY_PORT: opt(port, "Proxy port."),
   PROXY__PROXY_USERNAME: opt(text, "Proxy user name."),
   PROXY__PROXY_PASSWORD: opt(text, "Proxy password (never logged)."),
-  PROXY__PROXY_URL: opt(text, "All of the above in one URL, e.g. socks5h://user:pass@host:1080."),
+  PROXY__PROXY_URL: opt(
+    text,
+    "All of the above in one URL (`socks5://`, `socks5h://`, `http://`, `https://`), e.g. `socks5h://user:pass@host:1080`.",
+  ),
 
-  FETCHER__CONNECT_TIMEOUT: s(int(1, 3600), 10, "Seconds to establish a connection."),
-  FETCHER__READ_TIMEOUT: s(int(1, 3600), 30, "Seconds a read may stay idle."),
-  FETCHER__TOTAL_TIMEOUT: s(int(1, 86400), 600, "Seconds for a whole fetch, body included."),
-  FETCHER__MAX_SIZE: s(int(1), 52428800, "Largest body in bytes, enforced while streaming."),
-  FETCHER__MIME_WHITELIST: s(list, DEFAULT_MIME_WHITELIST, "Allowed Content-Types (`type/*` wildcards)."),
-  FETCHER__VERIFY_SSL: s(bool, true, "Verify TLS certificates of origins."),
+  FETCHER__CONNECT_TIMEOUT: s(int(1, 3600), 10, "Seconds to establish a connection.", {
+    at: "fetcher.connectTimeoutMs",
+    map: secondsToMs,
+  }),
+  FETCHER__READ_TIMEOUT: s(int(1, 3600), 30, "Seconds a read may stay idle.", {
+    at: "fetcher.readTimeoutMs",
+    map: secondsToMs,
+  }),
+  FETCHER__TOTAL_TIMEOUT: s(int(1, 86400), 600, "Seconds for a whole fetch, body included.", {
+    at: "fetcher.totalTimeoutMs",
+    map: secondsToMs,
+  }),
+  FETCHER__MAX_SIZE: s(int(1), 52428800, "Largest body in bytes, enforced while streaming.", {
+    at: "fetcher.maxSize",
+  }),
+  FETCHER__MIME_WHITELIST: s(
+    list,
+    DEFAULT_MIME_WHITELIST,
+    "Allowed Content-Types (`type/*` wildcards; `*/*` allows all).",
+    { at: "fetcher.mimeWhitelist", map: (l) => l.map((m) => m.toLowerCase()) },
+  ),
+  FETCHER__VERIFY_SSL: s(bool, true, "Verify TLS certificates of origins.", { at: "fetcher.verifySsl" }),
   FETCHER__USER_AGENT: s(
     text,
     "ProxyTorrent/0.2.0",
     "User-Agent sent to origins unless the caller sets one.",
+    { at: "fetcher.userAgent" },
   ),
-  FETCHER__MAX_REDIRECTS: s(int(0, 50), 10, "Redirects followed per fetch; each hop is checked again."),
-  FETCHER__MAX_ATTEMPTS: s(int(1, 100), 3, "Attempts per job for transient failures (with backoff)."),
+  FETCHER__MAX_REDIRECTS: s(int(0, 50), 10, "Redirects followed per fetch; each hop is checked again.", {
+    at: "fetcher.maxRedirects",
+  }),
+  FETCHER__MAX_ATTEMPTS: s(int(1, 100), 3, "Attempts per job for transient failures (with backoff).", {
+    at: "fetcher.maxAttempts",
+  }),
   FETCHER__URL_ALLOWLIST: s(
     list,
     [] as string[],
-    "If set, only these host patterns (or IPs/CIDRs, matched against resolved addresses) may be fetched.",
+    "If set, only these host patterns (`example.com`, `*.example.com`) or IPs/CIDRs (matched against resolved addresses too) may be fetched.",
+    { at: "fetcher.urlAllowlist" },
   ),
   FETCHER__URL_DENYLIST: s(
     list,
     [] as string[],
     "Host patterns, IPs and CIDRs (matched against resolved addresses too) that may never be fetched.",
+    { at: "fetcher.urlDenylist" },
   ),
-  FETCHER__MAX_RESUMES: s(int(0, 100), 3, "Times an interrupted body is resumed with Range (or restarted)."),
+  FETCHER__MAX_RESUMES: s(int(0, 100), 3, "Times an interrupted body is resumed with Range (or restarted).", {
+    at: "fetcher.maxResumes",
+  }),
   FETCHER__MAX_DECOMPRESSION_RATIO: s(
     int(2, 100000),
     200,
-    "Decoded/encoded size beyond which a body is a bomb.",
+    "Decoded/encoded size beyond which a body is refused as a bomb.",
+    { at: "fetcher.maxDecompressionRatio" },
   ),
-  FETCHER__CA_FILE: opt(text, "PEM file of CA certificates to trust instead of the system's (private CAs)."),
+  FETCHER__CA_FILE: opt(
+    text,
+    "PEM file of CA certificates to trust instead of the system's (private CAs, https proxies).",
+    { at: "fetcher.caFile" },
+  ),
 
   EGRESS__ALLOW_PRIVATE_NETWORKS: s(
     bool,
     false,
     "Allow fetches to loopback/private/link-local addresses (tests, trusted networks only).",
+    { at: "egress.allowPrivateNetworks" },
   ),
   EGRESS__REQUIRE_PROXY: s(
     bool,
     false,
     "Requests made here may only be fetched by nodes with a proxy (implied when this process has one); set it on an API without a proxy in front of proxied nodes.",
+    { at: "egress.requireProxy" },
   ),
 
-  TORRENT__PRIVATE_TRACKER: s(bool, true, "Mark torrents private (no DHT/PEX)."),
+  TORRENT__PRIVATE_TRACKER: s(bool, true, "Mark torrents private (no DHT/PEX).", { at: "torrent.private" }),
   TORRENT__PIECE_SIZE: s(
     pieceSize as v.GenericSchema<string, number | "auto">,
     "auto" as number | "auto",
-    "Piece length in bytes, or `auto`.",
+    "Piece length in bytes (a power of two), or `auto` (256 KiB for small files, at least 1 MiB above 64 MiB).",
+    { at: "torrent.pieceSize" },
   ),
-  TORRENT__ANNOUNCE_URL: opt(httpUrl, "Extra tracker announced after the node's own (opt-in)."),
+  TORRENT__ANNOUNCE_URL: opt(
+    httpUrl,
+    "Extra tracker announced after the node's own (opt-in: it reaches out).",
+    {
+      at: "torrent.announceUrl",
+    },
+  ),
   TORRENT__ENCRYPTION_ENABLED: s(
     bool,
     true,
-    "Accepted for compatibility (peer encryption is not implemented).",
+    "Accepted for compatibility; no effect (peers may always use encryption, MSE with plaintext fallback).",
+    { compat: true },
   ),
-  TORRENT__UPLOAD_RATE_LIMIT: s(int(0), 0, "Upload limit in bytes/s, 0 = unlimited."),
-  TORRENT__DOWNLOAD_RATE_LIMIT: s(int(0), 0, "Accepted for compatibility (a seeder does not download)."),
-  TORRENT__MAX_CONNECTIONS: s(int(1, 100000), 200, "Peer connections per torrent."),
-  TORRENT__LISTEN_PORT: s(port, 6881, "BitTorrent TCP port."),
+  TORRENT__UPLOAD_RATE_LIMIT: s(int(0), 0, "Upload limit in bytes/s, 0 = unlimited.", {
+    at: "torrent.uploadRateLimit",
+  }),
+  TORRENT__DOWNLOAD_RATE_LIMIT: s(int(0), 0, "Accepted for compatibility (a seeder does not download).", {
+    compat: true,
+  }),
+  TORRENT__MAX_CONNECTIONS: s(int(1, 100000), 200, "Peer connections per torrent.", {
+    at: "torrent.maxConnections",
+  }),
+  TORRENT__LISTEN_PORT: s(port, 6881, "BitTorrent TCP port.", { at: "torrent.listenPort" }),
   TORRENT__LISTEN_HOST: opt(
     text,
     "Address the BitTorrent port binds to. Default: HOST (so HOST=127.0.0.1 keeps peers on this machine).",
+    { shown: "`HOST`" },
   ),
 
-  NODE__NAME: s(text, "node-1", "This node's name, unique per database."),
-  NODE__HTTP_PORT: opt(port, "Separate port for the tracker and web seed (default: share PORT)."),
+  NODE__NAME: s(text, "node-1", "This node's name, unique per database.", { at: "node.name" }),
+  NODE__HTTP_PORT: opt(port, "Separate port for the tracker and web seed (default: share PORT).", {
+    at: "node.httpPort",
+  }),
   NODE__PUBLIC_URL: opt(
     httpUrl,
     "How peers reach this node's tracker and web seed. Default http://HOST:port (loopback if HOST is 0.0.0.0).",
+    { shown: "`http://HOST:port`" },
   ),
   NODE__REGION: opt(
     v.pipe(text, v.regex(/^[A-Za-z0-9._-]{1,64}$/, "expected 1-64 letters, digits, . _ -")),
     "Region this node serves; requests asking for it go only to such nodes.",
+    { at: "node.region", map: orNull },
   ),
   NODE__POOL: opt(
     v.pipe(text, v.regex(/^[A-Za-z0-9._-]{1,64}$/, "expected 1-64 letters, digits, . _ -")),
     "Proxy pool this node belongs to; requests asking for it go only to such nodes.",
+    { at: "node.pool", map: orNull },
   ),
   NODE__ANNOUNCE_IP: opt(
     v.pipe(text, v.ip("expected an IPv4 or IPv6 address")),
     "Address the tracker hands out for this node's seeder. Default: NODE__PUBLIC_URL's host if it is an IP, else the address its announces come from.",
+    { shown: "host of `NODE__PUBLIC_URL` if an IP" },
   ),
   NODE__LEASE_SECONDS: s(
     int(5, 3600),
     30,
     "Job lease length; a node that stops heart-beating loses its jobs.",
+    { at: "node.leaseSeconds" },
   ),
-  NODE__CONCURRENCY: s(int(1, 256), 8, "Jobs a node works on at once."),
-  NODE__POLL_INTERVAL_MS: s(int(10, 60000), 500, "How often an idle node looks for work."),
+  NODE__CONCURRENCY: s(int(1, 256), 8, "Jobs a node works on at once.", { at: "node.concurrency" }),
+  NODE__POLL_INTERVAL_MS: s(int(10, 60000), 500, "How often an idle node looks for work and due webhooks.", {
+    at: "node.pollIntervalMs",
+  }),
+  NODE__HEARTBEAT_INTERVAL_MS: s(
+    int(50, 10000),
+    5000,
+    "How often a node refreshes its row in the node registry; one silent for 30 s counts as gone, so at most 10000.",
+    { at: "node.heartbeatIntervalMs" },
+  ),
+  NODE__RESEED_INTERVAL_MS: s(
+    int(50, 3600000),
+    2000,
+    "How often a node makes its seeding match the database: seeds what became ready for it, stops seeding what was cancelled or expired.",
+    { at: "node.reseedIntervalMs" },
+  ),
 
-  CACHE__DEFAULT_TTL: s(int(0, 86400 * 365), 3600, "Default `ttl` of a request in seconds."),
-  CACHE__MAX_TTL: s(int(0, 86400 * 365), 86400, "Largest `ttl` a caller may ask for."),
+  CACHE__DEFAULT_TTL: s(int(0, 86400 * 365), 3600, "Default `ttl` of a request in seconds.", {
+    at: "cache.defaultTtl",
+  }),
+  CACHE__MAX_TTL: s(int(0, 86400 * 365), 86400, "Largest `ttl` a caller may ask for.", {
+    at: "cache.maxTtl",
+  }),
   CACHE__SHARE_ACROSS_TENANTS: s(
     bool,
     false,
     "Let a tenant's request reuse another tenant's ready result (`ttl`) or fetch in flight (reveals what others fetched).",
+    { at: "cache.shareAcrossTenants" },
   ),
 
-  RATE_LIMIT__RATE_LIMIT_ENABLED: s(bool, true, "Enable rate limits."),
-  RATE_LIMIT__REQUESTS_PER_MINUTE: s(int(1), 60, "Creates per principal per minute."),
-  RATE_LIMIT__REQUESTS_PER_HOUR: s(int(1), 1000, "Creates per principal per hour."),
-  RATE_LIMIT__REQUESTS_PER_IP_MINUTE: s(int(1), 100, "Creates per client IP per minute."),
+  RATE_LIMIT__RATE_LIMIT_ENABLED: s(bool, true, "Enable rate limits.", { at: "rateLimit.enabled" }),
+  RATE_LIMIT__REQUESTS_PER_MINUTE: s(int(1), 60, "Creates per principal per minute.", {
+    at: "rateLimit.perMinute",
+  }),
+  RATE_LIMIT__REQUESTS_PER_HOUR: s(int(1), 1000, "Creates per principal per hour.", {
+    at: "rateLimit.perHour",
+  }),
+  RATE_LIMIT__REQUESTS_PER_IP_MINUTE: s(int(1), 100, "Creates per client IP per minute.", {
+    at: "rateLimit.perIpMinute",
+  }),
   RATE_LIMIT__AUTH_FAILURES_PER_IP_MINUTE: s(
     int(1),
     30,
     "Failed authentications per client IP per minute; past it the IP gets 429 until the minute ends.",
+    { at: "rateLimit.authFailuresPerIpMinute" },
   ),
 
   WEBHOOK__SECRET: s(
     list,
     [] as string[],
     "Signing secret (`whsec_…`) of `callback_url` deliveries; during a rotation list new and old (comma-separated), each signs.",
+    { at: "webhook.secrets" },
   ),
   WEBHOOK__RETRY_DELAYS: s(
     list,
     DEFAULT_WEBHOOK_RETRY_DELAYS.map(String),
     "Seconds before each retry of a failed webhook (comma-separated; default 5s, 5m, 30m, 2h, 5h, then 10h seven times: about 3.2 days).",
+    { shown: "`5,300,1800,7200,18000,36000…`" },
   ),
-  WEBHOOK__TIMEOUT: s(int(1, 300), 15, "Seconds a webhook receiver has to answer one attempt."),
+  WEBHOOK__TIMEOUT: s(int(1, 300), 15, "Seconds a webhook receiver has to answer one attempt.", {
+    at: "webhook.timeoutMs",
+    map: secondsToMs,
+  }),
 
   MONITORING__LOG_LEVEL: s(
     logLevel,
     "INFO" as "DEBUG" | "INFO" | "WARNING" | "ERROR",
     "DEBUG, INFO, WARNING or ERROR.",
+    { at: "monitoring.logLevel" },
   ),
-  MONITORING__JSON_LOGS: s(bool, true, "JSON lines (true) or readable text (false)."),
-  MONITORING__METRICS_ENABLED: s(bool, true, "Serve Prometheus metrics at /metrics."),
+  MONITORING__JSON_LOGS: s(
+    bool,
+    true,
+    "JSON lines (true), one per HTTP request plus pipeline events, or readable text (false).",
+    { at: "monitoring.jsonLogs" },
+  ),
+  MONITORING__METRICS_ENABLED: s(
+    bool,
+    true,
+    "Serve Prometheus text at `/metrics` on the API port and each node's HTTP port.",
+    { at: "monitoring.metricsEnabled" },
+  ),
 } as const;
 
 type Settings = typeof SETTINGS;
@@ -482,95 +644,73 @@ function trustedProxyProblems(list: string[]): string[] {
   return list.filter((e) => !(e.includes("/") ? ipaddr.isValidCIDR(e) : ipaddr.isValid(e)));
 }
 
-export interface Config {
-  appName: string;
-  appVersion: string;
-  apiPrefix: string;
-  host: string;
-  port: number;
-  storage: { basePath: string };
-  database: { url: string; authToken?: string; echoSql: boolean };
+/** `"fetcher.maxSize"` and a value type → `{ fetcher: { maxSize: V } }` (optional when V may be undefined). */
+type Nest<Path extends string, V> = Path extends `${infer Group}.${infer Rest}`
+  ? { [K in Group]: Nest<Rest, V> }
+  : undefined extends V
+    ? { [K in Path]?: V }
+    : { [K in Path]: V };
+type Placed<S> =
+  S extends Setting<any, infer At, infer U> ? (At extends string ? Nest<At, U> : never) : never;
+type Intersect<U> = (U extends unknown ? (u: U) => void : never) extends (i: infer I) => void ? I : never;
+/** Each group's intersection merged into one object type, so editors show `config.fetcher` whole. */
+type Flat<T> = {
+  [K in keyof T]: T[K] extends readonly unknown[]
+    ? T[K]
+    : T[K] extends object
+      ? { [J in keyof T[K]]: T[K][J] }
+      : T[K];
+};
+
+/** What the table itself puts into Config: every setting with `at`. */
+type TableConfig = Intersect<{ [K in keyof Settings]: Placed<Settings[K]> }[keyof Settings]>;
+
+/** The parts of Config that `loadConfig` builds from several settings, after checking them together. */
+interface CombinedConfig {
+  database: {
+    /** DATABASE__DATABASE_URL, else the file under STORAGE__BASE_PATH. */
+    url: string;
+  };
   security: {
-    authEnabled: boolean;
-    bearerTokens: string[];
-    hmacSecret?: string;
-    legacyBodyHmac: boolean;
     /** Null when no JWT issuer is configured. */
     jwt: JwtConfig | null;
-    /** CIDRs of reverse proxies whose X-Forwarded-For is believed. */
-    trustedProxies: string[];
-    signatureWindowSeconds: number;
-    /** Seals stored API key hashes (src/auth/keys.ts). */
-    keyEncryptionSecret?: string;
-    /** Largest request body accepted on any route (SECURITY__MAX_BODY_BYTES). */
-    maxBodyBytes: number;
   };
   proxy: ProxyConfig | null;
-  fetcher: {
-    connectTimeoutMs: number;
-    readTimeoutMs: number;
-    totalTimeoutMs: number;
-    maxSize: number;
-    mimeWhitelist: string[];
-    verifySsl: boolean;
-    userAgent: string;
-    maxRedirects: number;
-    maxAttempts: number;
-    urlAllowlist: string[];
-    urlDenylist: string[];
-    maxResumes: number;
-    maxDecompressionRatio: number;
-    caFile?: string;
-  };
-  egress: { allowPrivateNetworks: boolean; requireProxy: boolean };
   torrent: {
-    private: boolean;
-    pieceSize: number | "auto";
-    announceUrl?: string;
-    uploadRateLimit: number;
-    maxConnections: number;
-    listenPort: number;
     /** Address the BitTorrent port binds to (TORRENT__LISTEN_HOST, else HOST). */
     listenHost: string;
   };
-  node: {
-    name: string;
-    httpPort?: number;
-    publicUrl: string;
-    region: string | null;
-    pool: string | null;
-    announceIp: string | null;
-    leaseSeconds: number;
-    concurrency: number;
-    pollIntervalMs: number;
-  };
-  cache: { defaultTtl: number; maxTtl: number; shareAcrossTenants: boolean };
-  rateLimit: {
-    enabled: boolean;
-    perMinute: number;
-    perHour: number;
-    perIpMinute: number;
-    authFailuresPerIpMinute: number;
-  };
+  node: { publicUrl: string; announceIp: string | null };
   webhook: {
-    /** Secrets that sign `callback_url` deliveries (all of them: several during a rotation). */
-    secrets: string[];
     /** Wait before each retry; its length is the number of retries. */
     retryDelaysMs: number[];
-    timeoutMs: number;
   };
-  monitoring: {
-    logLevel: "DEBUG" | "INFO" | "WARNING" | "ERROR";
-    jsonLogs: boolean;
-    metricsEnabled: boolean;
-  };
+}
+
+/** The typed configuration used everywhere else: SETTINGS placed by their `at`, plus the combined parts. */
+export type Config = Flat<TableConfig & CombinedConfig>;
+
+/** Each setting that has an `at`, its value (after `map`) at that path. */
+function placeSettings(r: RawConfig): TableConfig {
+  const out: Record<string, unknown> = {};
+  for (const [name, setting] of Object.entries(SETTINGS) as [keyof RawConfig, Setting<unknown>][]) {
+    if (!setting.at) continue;
+    const path = setting.at.split(".");
+    const field = path.pop()!;
+    let group = out;
+    for (const key of path) {
+      group[key] ??= {};
+      group = group[key] as Record<string, unknown>;
+    }
+    group[field] = setting.map ? setting.map(r[name]) : r[name];
+  }
+  return out as TableConfig;
 }
 
 /** Parse the environment into the typed configuration used everywhere else. */
 export function loadConfig(env: Env): Config {
   const r = readSettings(env);
   const problems: { variable: string; message: string }[] = [];
-  const basePath = r.STORAGE__BASE_PATH.replace(/\/+$/, "") || "/";
 
   let proxy: ProxyConfig | null = null;
   if (r.PROXY__PROXY_URL) {
@@ -638,96 +778,27 @@ export function loadConfig(env: Env): Config {
     });
   if (problems.length) throw new ConfigError(problems);
 
+  const table = placeSettings(r);
   const nodePort = r.NODE__HTTP_PORT ?? r.PORT;
   const publicHost = r.HOST === "0.0.0.0" || r.HOST === "::" ? "127.0.0.1" : r.HOST;
   const hostForUrl = publicHost.includes(":") ? `[${publicHost}]` : publicHost;
-
-  return {
-    appName: r.APP_NAME,
-    appVersion: r.APP_VERSION,
-    apiPrefix: r.API_PREFIX.replace(/\/+$/, ""),
-    host: r.HOST,
-    port: r.PORT,
-    storage: { basePath },
-    database: {
-      url: r.DATABASE__DATABASE_URL ?? `file:${basePath}/proxytorrent.db`,
-      authToken: r.DATABASE__AUTH_TOKEN,
-      echoSql: r.DATABASE__ECHO_SQL,
-    },
-    security: {
-      authEnabled: r.SECURITY__AUTH_ENABLED,
-      bearerTokens: r.SECURITY__BEARER_TOKENS,
-      hmacSecret: r.SECURITY__HMAC_SECRET,
-      legacyBodyHmac: r.SECURITY__LEGACY_BODY_HMAC,
-      jwt,
-      trustedProxies: r.SECURITY__TRUSTED_PROXIES,
-      signatureWindowSeconds: r.SECURITY__SIGNATURE_WINDOW_SECONDS,
-      keyEncryptionSecret: r.SECURITY__KEY_ENCRYPTION_SECRET,
-      maxBodyBytes: r.SECURITY__MAX_BODY_BYTES,
-    },
+  const publicUrl = r.NODE__PUBLIC_URL ?? `http://${hostForUrl}:${nodePort}`;
+  const combined: CombinedConfig = {
+    database: { url: r.DATABASE__DATABASE_URL ?? `file:${table.storage.basePath}/proxytorrent.db` },
+    security: { jwt },
     proxy,
-    fetcher: {
-      connectTimeoutMs: r.FETCHER__CONNECT_TIMEOUT * 1000,
-      readTimeoutMs: r.FETCHER__READ_TIMEOUT * 1000,
-      totalTimeoutMs: r.FETCHER__TOTAL_TIMEOUT * 1000,
-      maxSize: r.FETCHER__MAX_SIZE,
-      mimeWhitelist: r.FETCHER__MIME_WHITELIST.map((m) => m.toLowerCase()),
-      verifySsl: r.FETCHER__VERIFY_SSL,
-      userAgent: r.FETCHER__USER_AGENT,
-      maxRedirects: r.FETCHER__MAX_REDIRECTS,
-      maxAttempts: r.FETCHER__MAX_ATTEMPTS,
-      urlAllowlist: r.FETCHER__URL_ALLOWLIST,
-      urlDenylist: r.FETCHER__URL_DENYLIST,
-      maxResumes: r.FETCHER__MAX_RESUMES,
-      maxDecompressionRatio: r.FETCHER__MAX_DECOMPRESSION_RATIO,
-      caFile: r.FETCHER__CA_FILE,
-    },
-    egress: {
-      allowPrivateNetworks: r.EGRESS__ALLOW_PRIVATE_NETWORKS,
-      requireProxy: r.EGRESS__REQUIRE_PROXY,
-    },
-    torrent: {
-      private: r.TORRENT__PRIVATE_TRACKER,
-      pieceSize: r.TORRENT__PIECE_SIZE,
-      announceUrl: r.TORRENT__ANNOUNCE_URL,
-      uploadRateLimit: r.TORRENT__UPLOAD_RATE_LIMIT,
-      maxConnections: r.TORRENT__MAX_CONNECTIONS,
-      listenPort: r.TORRENT__LISTEN_PORT,
-      listenHost: r.TORRENT__LISTEN_HOST ?? r.HOST,
-    },
-    node: {
-      name: r.NODE__NAME,
-      httpPort: r.NODE__HTTP_PORT,
-      publicUrl: r.NODE__PUBLIC_URL ?? `http://${hostForUrl}:${nodePort}`,
-      region: r.NODE__REGION ?? null,
-      announceIp: r.NODE__ANNOUNCE_IP ?? ipHostOf(r.NODE__PUBLIC_URL ?? `http://${hostForUrl}:${nodePort}`),
-      pool: r.NODE__POOL ?? null,
-      leaseSeconds: r.NODE__LEASE_SECONDS,
-      concurrency: r.NODE__CONCURRENCY,
-      pollIntervalMs: r.NODE__POLL_INTERVAL_MS,
-    },
-    cache: {
-      defaultTtl: r.CACHE__DEFAULT_TTL,
-      maxTtl: r.CACHE__MAX_TTL,
-      shareAcrossTenants: r.CACHE__SHARE_ACROSS_TENANTS,
-    },
-    rateLimit: {
-      enabled: r.RATE_LIMIT__RATE_LIMIT_ENABLED,
-      perMinute: r.RATE_LIMIT__REQUESTS_PER_MINUTE,
-      perHour: r.RATE_LIMIT__REQUESTS_PER_HOUR,
-      perIpMinute: r.RATE_LIMIT__REQUESTS_PER_IP_MINUTE,
-      authFailuresPerIpMinute: r.RATE_LIMIT__AUTH_FAILURES_PER_IP_MINUTE,
-    },
-    webhook: {
-      secrets: r.WEBHOOK__SECRET,
-      retryDelaysMs: retryDelays.map((d) => d * 1000),
-      timeoutMs: r.WEBHOOK__TIMEOUT * 1000,
-    },
-    monitoring: {
-      logLevel: r.MONITORING__LOG_LEVEL,
-      jsonLogs: r.MONITORING__JSON_LOGS,
-      metricsEnabled: r.MONITORING__METRICS_ENABLED,
-    },
+    torrent: { listenHost: r.TORRENT__LISTEN_HOST ?? r.HOST },
+    node: { publicUrl, announceIp: r.NODE__ANNOUNCE_IP ?? ipHostOf(publicUrl) },
+    webhook: { retryDelaysMs: retryDelays.map((d) => d * 1000) },
+  };
+  return {
+    ...table,
+    ...combined,
+    database: { ...table.database, ...combined.database },
+    security: { ...table.security, ...combined.security },
+    torrent: { ...table.torrent, ...combined.torrent },
+    node: { ...table.node, ...combined.node },
+    webhook: { ...table.webhook, ...combined.webhook },
   };
 }
 
