@@ -13,7 +13,7 @@ import {
   completeJob,
   failJob,
   heartbeat,
-  type Lease,
+  type JobLease,
   listSeedable,
   markCancelled,
   markWaitingForProxy,
@@ -265,7 +265,7 @@ export class SeederNode {
       request_id: job.traceId ?? undefined,
       node: this.name,
     });
-    const lease: Lease = { id: job.id, leaseToken: job.leaseToken! };
+    const lease: JobLease = { id: job.id, leaseToken: job.leaseToken! };
     const leaseMs = config.node.leaseSeconds * 1000;
 
     if (job.cancelRequested) {
