@@ -13,7 +13,7 @@ import {
   completeJob,
   failJob,
   heartbeat,
-  type Lease,
+  type JobLease,
   listSeedable,
   markCancelled,
   markWaitingForProxy,
@@ -24,7 +24,8 @@ import type { Logger } from "../../src/log";
 import { nodeHeartbeat, nodeStopped } from "../../src/nodes/registry";
 import type { Metrics } from "../process/metrics";
 import type { ContentStore } from "./cas";
-import { FetchError, type Fetcher } from "./fetcher";
+import { FetchError, type Fetcher, type FetchResult } from "./fetcher";
+import { LeasedWorkLoop, LeaseLost, type StopReason } from "./leased-work";
 import { ownRegistrations, recordRegistration } from "./storage";
 import type { Swarm } from "./swarm/swarm";
 import { createTorrentFile, magnetFor, torrentFromPieces, torrentNameFromUrl } from "./swarm/torrent";
@@ -50,19 +51,30 @@ interface Seeded {
   name: string;
 }
 
-/** Why a running job was stopped from outside its own pipeline. */
-type StopReason = "cancelled" | "lease_lost" | "shutdown";
+/** One running job: what every pipeline stage reads. */
+interface JobRun {
+  job: FetchJob;
+  lease: JobLease;
+  signal: AbortSignal;
+  log: Logger;
+  t0: number;
+}
+
+/** The torrent made from a job's content. */
+interface Packaged {
+  name: string;
+  infohash: string;
+  torrent: Uint8Array;
+}
 
 export class SeederNode {
   private running = false;
-  private readonly active = new Map<string, { controller: AbortController; done: Promise<void> }>();
+  private readonly jobs: LeasedWorkLoop<FetchJob>;
   private readonly seeded = new Map<string, Seeded>(); // infohash -> what is seeded
   // The web seed's lookup (one per range request): content hash -> a seeded torrent of it.
   private readonly seededContent = new Map<string, Seeded>();
   // Seeded by a running job but not yet `ready` in the database: reconcile must not drop these.
   private readonly finishing = new Set<string>();
-  private wakeUp: (() => void) | null = null;
-  private loop: Promise<void> | null = null;
   private reconcileTimer: ReturnType<typeof setInterval> | null = null;
   private registryTimer: ReturnType<typeof setInterval> | null = null;
   private startedAt = 0;
@@ -71,7 +83,40 @@ export class SeederNode {
   private reconciling: Promise<void> | null = null;
   readonly stats = { claimed: 0, completed: 0, failed: 0, leaseLost: 0 };
 
-  constructor(private readonly deps: NodeDeps) {}
+  constructor(private readonly deps: NodeDeps) {
+    const { config, db, clock } = deps;
+    const leaseMs = config.node.leaseSeconds * 1000;
+    this.jobs = new LeasedWorkLoop<FetchJob>({
+      concurrency: config.node.concurrency,
+      pollIntervalMs: config.node.pollIntervalMs,
+      log: deps.log,
+      messages: { claimFailed: "claim failed", crashed: "job crashed", idField: "job_id" },
+      claim: (limit) =>
+        claimJobs(db, clock, {
+          nodeName: this.name,
+          limit,
+          leaseMs,
+          region: config.node.region,
+          pool: config.node.pool,
+          proxied: config.proxy !== null,
+        }),
+      afterClaim: async () => {
+        if (config.proxy === null) await this.markJobsWaitingForProxy();
+      },
+      logFor: (job) =>
+        deps.log.child({ job_id: job.id, request_id: job.traceId ?? undefined, node: this.name }),
+      heartbeat: {
+        everyMs: Math.max(200, Math.floor(leaseMs / 3)),
+        beat: async (job) => {
+          const hb = await heartbeat(db, clock, leaseOf(job), leaseMs);
+          return !hb ? "lease_lost" : hb.cancelRequested ? "cancelled" : null;
+        },
+      },
+      run: (job, signal, log) => this.runJob(job, signal, log),
+      stopped: (job, reason, log) => this.jobStopped(job, reason, log),
+      failed: (job, e, log) => this.jobFailed(job, e, log),
+    });
+  }
 
   get name(): string {
     return this.deps.config.node.name;
@@ -106,7 +151,7 @@ export class SeederNode {
     this.registryTimer = setInterval(() => {
       this.announceSelf().catch((e) => log.warn("node heartbeat failed", { err: String(e) }));
     }, this.deps.config.node.heartbeatIntervalMs);
-    this.loop = this.pollLoop();
+    this.jobs.start();
     this.reconcileTimer = setInterval(() => {
       if (!this.reconciling)
         this.reconcileSeeding().catch((e) => log.error("reseed failed", { err: String(e) }));
@@ -115,18 +160,15 @@ export class SeederNode {
 
   /** Look for work now instead of at the next poll (embedded mode, after a POST). */
   wake(): void {
-    this.wakeUp?.();
+    this.jobs.wake();
   }
 
   /** Graceful stop: leases of running jobs are handed back (not counted as attempts), seeding stops. */
   async stop(): Promise<void> {
     this.running = false;
-    this.wake();
     if (this.reconcileTimer) clearInterval(this.reconcileTimer);
     if (this.registryTimer) clearInterval(this.registryTimer);
-    for (const { controller } of this.active.values()) controller.abort("shutdown" satisfies StopReason);
-    await Promise.allSettled([...this.active.values()].map((a) => a.done));
-    await this.loop;
+    await this.jobs.stop();
     await this.reconciling;
     this.deps.fetcher.closeIdleConnections?.();
     await this.deps.swarm.stop();
@@ -147,7 +189,7 @@ export class SeederNode {
         pool: config.node.pool,
         version: config.appVersion,
         startedAt: this.startedAt,
-        activeJobs: this.active.size,
+        activeJobs: this.jobs.activeCount,
         torrentsSeeding: this.seeded.size,
       },
       ownStartedAt,
@@ -167,7 +209,7 @@ export class SeederNode {
   }
 
   activeJobs(): number {
-    return this.active.size;
+    return this.jobs.activeCount;
   }
 
   /** Tracker and web seed, mounted on the node's HTTP port (or the API port in embedded mode). */
@@ -187,40 +229,7 @@ export class SeederNode {
     return null;
   }
 
-  // ---- work loop ----
-
-  private async pollLoop(): Promise<void> {
-    const { config, db, clock, log } = this.deps;
-    while (this.running) {
-      const free = config.node.concurrency - this.active.size;
-      let claimed: FetchJob[] = [];
-      if (free > 0) {
-        try {
-          claimed = await claimJobs(db, clock, {
-            nodeName: this.name,
-            limit: free,
-            leaseMs: config.node.leaseSeconds * 1000,
-            region: config.node.region,
-            pool: config.node.pool,
-            proxied: config.proxy !== null,
-          });
-        } catch (e) {
-          log.error("claim failed", { err: String(e) });
-        }
-      }
-      if (config.proxy === null) await this.markJobsWaitingForProxy();
-      for (const job of claimed) this.startJob(job);
-      if (claimed.length === free && free > 0) continue; // there may be more
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, config.node.pollIntervalMs);
-        this.wakeUp = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wakeUp = null;
-    }
-  }
+  // ---- work loop (claiming, heartbeats and stopping: leased-work.ts) ----
 
   /**
    * Jobs created while a proxy was required are never ours without a proxy: say in their status
@@ -245,33 +254,32 @@ export class SeederNode {
     }
   }
 
-  private startJob(job: FetchJob): void {
+  /** One job, as the README's lifecycle tells it: fetch → store → package → seed → complete. */
+  private async runJob(job: FetchJob, signal: AbortSignal, log: Logger): Promise<void> {
     this.stats.claimed++;
     if (job.errorCode === "lease_expired") this.deps.metrics?.leaseExpired.inc();
-    const controller = new AbortController();
-    const done = this.runJob(job, controller)
-      .catch((e) => this.deps.log.error("job crashed", { job_id: job.id, err: String(e) }))
-      .finally(() => {
-        this.active.delete(job.id);
-        this.wake();
-      });
-    this.active.set(job.id, { controller, done });
+    const run: JobRun = { job, lease: leaseOf(job), signal, log, t0: performance.now() };
+    if (await this.endedBeforeStart(run)) return;
+    const got = await this.fetchStage(run);
+    await this.storeStage(run, got);
+    const made = await this.packageStage(run, got);
+    // Seeded but not `ready` in the database yet: reconcile must not drop it meanwhile.
+    this.finishing.add(made.infohash);
+    try {
+      await this.seedStage(run, got, made);
+      await this.completeStage(run, made);
+    } finally {
+      this.finishing.delete(made.infohash);
+    }
   }
 
-  private async runJob(job: FetchJob, controller: AbortController): Promise<void> {
-    const { config, db, clock, store, fetcher, swarm } = this.deps;
-    const log = this.deps.log.child({
-      job_id: job.id,
-      request_id: job.traceId ?? undefined,
-      node: this.name,
-    });
-    const lease: Lease = { id: job.id, leaseToken: job.leaseToken! };
-    const leaseMs = config.node.leaseSeconds * 1000;
-
+  /** A job cancelled before it started, or claimed again once too often, ends here. */
+  private async endedBeforeStart({ job, lease, log }: JobRun): Promise<boolean> {
+    const { db, clock } = this.deps;
     if (job.cancelRequested) {
       await markCancelled(db, clock, lease);
       log.info("job cancelled before start");
-      return;
+      return true;
     }
     if (job.attempts > job.maxAttempts) {
       // Claimed again after its lease expired once too often (its nodes kept dying).
@@ -286,158 +294,152 @@ export class SeederNode {
         },
       );
       log.warn("job gave up after repeated lease loss", { attempts: job.attempts });
-      return;
+      return true;
     }
+    return false;
+  }
 
-    const beat = setInterval(
-      async () => {
-        try {
-          const hb = await heartbeat(db, clock, lease, leaseMs);
-          if (!hb) controller.abort("lease_lost" satisfies StopReason);
-          else if (hb.cancelRequested) controller.abort("cancelled" satisfies StopReason);
-        } catch (e) {
-          log.warn("heartbeat failed", { err: String(e) });
-        }
-      },
-      Math.max(200, Math.floor(leaseMs / 3)),
+  /** Fetch: the body streams from the origin (through the proxy, if any) into the content store. */
+  private async fetchStage({ job, signal, log, t0 }: JobRun): Promise<FetchResult> {
+    log.info("fetch started", { url: redactUrl(job.url), method: job.method, attempt: job.attempts });
+    const got = await this.deps.fetcher.fetch(
+      { url: job.url, method: job.method, headers: job.headers ?? {}, body: job.body },
+      { signal },
     );
+    this.deps.metrics?.fetchBytes.inc(got.size);
+    this.deps.metrics?.fetchDuration.observe({ outcome: "ok" }, (performance.now() - t0) / 1000);
+    log.info("fetch finished", {
+      bytes: got.size,
+      content_hash: got.contentHash,
+      status: got.status,
+      ms: Math.round(performance.now() - t0),
+    });
+    return got;
+  }
 
-    const t0 = performance.now();
-    try {
-      log.info("fetch started", { url: redactUrl(job.url), method: job.method, attempt: job.attempts });
-      const got = await fetcher.fetch(
-        { url: job.url, method: job.method, headers: job.headers ?? {}, body: job.body },
-        { signal: controller.signal },
-      );
-      this.deps.metrics?.fetchBytes.inc(got.size);
-      this.deps.metrics?.fetchDuration.observe({ outcome: "ok" }, (performance.now() - t0) / 1000);
-      log.info("fetch finished", {
-        bytes: got.size,
-        content_hash: got.contentHash,
-        status: got.status,
-        ms: Math.round(performance.now() - t0),
+  /** Store: the job records the content the store now holds under its hash; an empty body ends here. */
+  private async storeStage(run: JobRun, got: FetchResult): Promise<void> {
+    await this.advance(run, {
+      progress: 40,
+      contentHash: got.contentHash,
+      contentSize: got.size,
+      contentType: got.contentType,
+      finalUrl: got.finalUrl,
+    });
+    if (got.size === 0)
+      throw new FetchError("bad_response", "The origin sent an empty body: there is nothing to share", {
+        transient: false,
       });
-      if (
-        !(await advance(db, clock, lease, {
-          progress: 40,
-          contentHash: got.contentHash,
-          contentSize: got.size,
-          contentType: got.contentType,
-          finalUrl: got.finalUrl,
-        }))
-      )
-        return this.lostLease(log);
-      if (got.size === 0)
-        throw new FetchError("bad_response", "The origin sent an empty body: there is nothing to share", {
-          transient: false,
-        });
-      if (!(await advance(db, clock, lease, { status: "packaging", progress: 50 })))
-        return this.lostLease(log);
+  }
 
-      const name = torrentNameFromUrl(got.finalUrl, got.contentType);
-      const trackers = [
-        this.announceUrl,
-        ...(config.torrent.announceUrl ? [config.torrent.announceUrl] : []),
-      ];
-      const torrentOpts = {
-        name,
-        size: got.size,
-        private: config.torrent.private,
-        announce: trackers,
-        urlList: [`${config.node.publicUrl}/webseed/${got.contentHash}/`],
-        createdBy: `ProxyTorrent/${config.appVersion}`,
-      };
-      // Piece hashes computed while the body streamed in (size known up front) spare a re-read.
-      const made = got.pieces
-        ? torrentFromPieces({ ...torrentOpts, pieces: got.pieces })
-        : await createTorrentFile({
-            ...torrentOpts,
-            path: store.pathFor(got.contentHash),
-            pieceSize: config.torrent.pieceSize,
-          });
-      controller.signal.throwIfAborted();
-      const magnetLink = magnetFor({
-        infohash: made.infohash,
-        name,
-        size: got.size,
-        trackers,
-        webSeeds: torrentOpts.urlList,
-      });
-      if (
-        !(await advance(db, clock, lease, {
-          progress: 70,
-          infohash: made.infohash,
-          torrentName: name,
-          pieceLength: made.pieceLength,
-          torrent: made.torrent,
-          magnetLink,
-          seedNode: this.name,
-        }))
-      )
-        return this.lostLease(log);
-      if (!(await advance(db, clock, lease, { status: "seeding", progress: 80 }))) return this.lostLease(log);
-
-      this.finishing.add(made.infohash);
-      let final: Awaited<ReturnType<typeof completeJob>>;
-      try {
-        await swarm.seed({
-          infohash: made.infohash,
-          torrent: made.torrent,
+  /** Package: make the (private) torrent and its magnet link, and record them on the job. */
+  private async packageStage(run: JobRun, got: FetchResult): Promise<Packaged> {
+    const { config, store } = this.deps;
+    await this.advance(run, { status: "packaging", progress: 50 });
+    const name = torrentNameFromUrl(got.finalUrl, got.contentType);
+    const trackers = [this.announceUrl, ...(config.torrent.announceUrl ? [config.torrent.announceUrl] : [])];
+    const torrentOpts = {
+      name,
+      size: got.size,
+      private: config.torrent.private,
+      announce: trackers,
+      urlList: [`${config.node.publicUrl}/webseed/${got.contentHash}/`],
+      createdBy: `ProxyTorrent/${config.appVersion}`,
+    };
+    // Piece hashes computed while the body streamed in (size known up front) spare a re-read.
+    const made = got.pieces
+      ? torrentFromPieces({ ...torrentOpts, pieces: got.pieces })
+      : await createTorrentFile({
+          ...torrentOpts,
           path: store.pathFor(got.contentHash),
+          pieceSize: config.torrent.pieceSize,
         });
-        this.markSeeded({
-          infohash: made.infohash,
-          contentHash: got.contentHash,
-          size: got.size,
-          name,
-        });
-        final = await completeJob(db, clock, lease, this.name);
-      } finally {
-        this.finishing.delete(made.infohash);
-      }
-      if (final === null) return this.lostLease(log);
-      if (final === "cancelled") await this.unseed(made.infohash);
-      this.stats.completed++;
-      this.deps.metrics?.requestsTotal.inc({ status: final });
-      log.info(final === "ready" ? "job ready" : "job cancelled while packaging", {
-        infohash: made.infohash,
-        ms: Math.round(performance.now() - t0),
-      });
-    } catch (e) {
-      const reason = controller.signal.aborted ? (controller.signal.reason as StopReason) : null;
-      if (reason === "cancelled") {
-        await markCancelled(db, clock, lease);
-        this.deps.metrics?.requestsTotal.inc({ status: "cancelled" });
-        log.info("job cancelled while running");
-      } else if (reason === "lease_lost") {
-        this.lostLease(log);
-      } else if (reason === "shutdown") {
-        await releaseJob(db, clock, lease);
-        log.info("job released for another node (shutdown)");
-      } else {
-        const err =
-          e instanceof FetchError
-            ? { code: e.code, message: e.message, transient: e.transient }
-            : { code: "internal", message: `Packaging error: ${(e as Error).message}`, transient: true };
-        this.stats.failed++;
-        const outcome = await failJob(
-          db,
-          clock,
-          { ...lease, attempts: job.attempts, maxAttempts: job.maxAttempts },
-          err,
-        );
-        if (outcome === "error") this.deps.metrics?.requestsTotal.inc({ status: "error" });
-        log.warn("job attempt failed", { code: err.code, error: err.message, outcome });
-      }
-    } finally {
-      clearInterval(beat);
+    run.signal.throwIfAborted();
+    const magnetLink = magnetFor({
+      infohash: made.infohash,
+      name,
+      size: got.size,
+      trackers,
+      webSeeds: torrentOpts.urlList,
+    });
+    await this.advance(run, {
+      progress: 70,
+      infohash: made.infohash,
+      torrentName: name,
+      pieceLength: made.pieceLength,
+      torrent: made.torrent,
+      magnetLink,
+      seedNode: this.name,
+    });
+    return { name, infohash: made.infohash, torrent: made.torrent };
+  }
+
+  /** Seed: the swarm serves the torrent from the store, and the web seed serves the content. */
+  private async seedStage(run: JobRun, got: FetchResult, made: Packaged): Promise<void> {
+    await this.advance(run, { status: "seeding", progress: 80 });
+    await this.deps.swarm.seed({
+      infohash: made.infohash,
+      torrent: made.torrent,
+      path: this.deps.store.pathFor(got.contentHash),
+    });
+    this.markSeeded({
+      infohash: made.infohash,
+      contentHash: got.contentHash,
+      size: got.size,
+      name: made.name,
+    });
+  }
+
+  /** Complete: the job becomes ready (or cancelled, if every request was cancelled meanwhile). */
+  private async completeStage({ lease, log, t0 }: JobRun, made: Packaged): Promise<void> {
+    const final = await completeJob(this.deps.db, this.deps.clock, lease, this.name);
+    if (final === null) throw new LeaseLost();
+    if (final === "cancelled") await this.unseed(made.infohash);
+    this.stats.completed++;
+    this.deps.metrics?.requestsTotal.inc({ status: final });
+    log.info(final === "ready" ? "job ready" : "job cancelled while packaging", {
+      infohash: made.infohash,
+      ms: Math.round(performance.now() - t0),
+    });
+  }
+
+  /** Record progress under the lease; a write that matches no row means another node owns the job. */
+  private async advance({ lease }: JobRun, patch: Parameters<typeof advance>[3]): Promise<void> {
+    if (!(await advance(this.deps.db, this.deps.clock, lease, patch))) throw new LeaseLost();
+  }
+
+  /** The pipeline threw after it was stopped from outside, or on a lost lease. */
+  private async jobStopped(job: FetchJob, reason: StopReason, log: Logger): Promise<void> {
+    const { db, clock } = this.deps;
+    if (reason === "cancelled") {
+      await markCancelled(db, clock, leaseOf(job));
+      this.deps.metrics?.requestsTotal.inc({ status: "cancelled" });
+      log.info("job cancelled while running");
+    } else if (reason === "lease_lost") {
+      this.stats.leaseLost++;
+      this.deps.metrics?.leaseExpired.inc();
+      log.warn("lease lost; another node owns this job now");
+    } else {
+      await releaseJob(db, clock, leaseOf(job));
+      log.info("job released for another node (shutdown)");
     }
   }
 
-  private lostLease(log: Logger): void {
-    this.stats.leaseLost++;
-    this.deps.metrics?.leaseExpired.inc();
-    log.warn("lease lost; another node owns this job now");
+  /** The pipeline failed: retry later (transient, attempts left) or end the job in `error`. */
+  private async jobFailed(job: FetchJob, e: unknown, log: Logger): Promise<void> {
+    const err =
+      e instanceof FetchError
+        ? { code: e.code, message: e.message, transient: e.transient }
+        : { code: "internal", message: `Packaging error: ${(e as Error).message}`, transient: true };
+    this.stats.failed++;
+    const outcome = await failJob(
+      this.deps.db,
+      this.deps.clock,
+      { ...leaseOf(job), attempts: job.attempts, maxAttempts: job.maxAttempts },
+      err,
+    );
+    if (outcome === "error") this.deps.metrics?.requestsTotal.inc({ status: "error" });
+    log.warn("job attempt failed", { code: err.code, error: err.message, outcome });
   }
 
   // ---- seeding ----
@@ -497,6 +499,8 @@ export class SeederNode {
     this.deps.log.info("stopped seeding", { infohash });
   }
 }
+
+const leaseOf = (job: FetchJob): JobLease => ({ id: job.id, leaseToken: job.leaseToken! });
 
 /** Bytes a web-seed response carries (Bun sets Content-Length itself for file slices). */
 function bodyLength(res: Response, size: number): number {

@@ -2,9 +2,10 @@
  * Nonces of signed requests, remembered in the database for the signature window so a replay is
  * refused by every API process that shares the database (edge isolates and Bun alike).
  */
-import { lt, sql } from "drizzle-orm";
+import { lt } from "drizzle-orm";
 import type { Database } from "../db";
 import { authNonces } from "../db/schema";
+import { excluded } from "../db/sql";
 
 /** Share of calls that also delete expired nonces (keeps the table at about one window's worth). */
 const PURGE_PROBABILITY = 0.02;
@@ -23,9 +24,13 @@ export async function rememberNonce(
   now: number,
 ): Promise<boolean> {
   if (Math.random() < PURGE_PROBABILITY) await db.delete(authNonces).where(lt(authNonces.expiresAt, now));
-  const res = await db.run(sql`
-    INSERT INTO auth_nonces (key_id, nonce, expires_at) VALUES (${keyId}, ${nonce}, ${expiresAt})
-    ON CONFLICT (key_id, nonce) DO UPDATE SET expires_at = excluded.expires_at
-      WHERE auth_nonces.expires_at < ${now}`);
+  const res = await db
+    .insert(authNonces)
+    .values({ keyId, nonce, expiresAt })
+    .onConflictDoUpdate({
+      target: [authNonces.keyId, authNonces.nonce],
+      set: { expiresAt: excluded(authNonces.expiresAt) },
+      setWhere: lt(authNonces.expiresAt, now),
+    });
   return res.rowsAffected === 1;
 }

@@ -8,9 +8,10 @@
  * distinct counts and exactly `limit` of them are admitted per window. Counts past the limit do not
  * matter: the window starts from 1 again when it rolls over.
  */
-import { lt, sql } from "drizzle-orm";
+import { and, eq, gt, lt, sql } from "drizzle-orm";
 import type { Database } from "../db";
 import { rateLimits } from "../db/schema";
+import { excluded } from "../db/sql";
 
 export interface Bucket {
   /** Unique name, e.g. `create:principal:key:ab12…:minute`. */
@@ -47,13 +48,19 @@ function chargeQuery(db: Database, b: Bucket, now: number) {
   const end = start + b.windowMs;
   // All SET expressions read the row as it was before this statement (standard SQL), so the
   // window comparison and the count update see the same old values.
-  return db.all<{ count: number }>(sql`
-    INSERT INTO rate_limits (bucket, window_start, count, expires_at) VALUES (${b.name}, ${start}, 1, ${end})
-    ON CONFLICT (bucket) DO UPDATE SET
-      count = CASE WHEN rate_limits.window_start = excluded.window_start THEN rate_limits.count + 1 ELSE 1 END,
-      window_start = excluded.window_start,
-      expires_at = excluded.expires_at
-    RETURNING count`);
+  return db
+    .insert(rateLimits)
+    .values({ bucket: b.name, windowStart: start, count: 1, expiresAt: end })
+    .onConflictDoUpdate({
+      target: rateLimits.bucket,
+      set: {
+        count: sql`CASE WHEN ${rateLimits.windowStart} = ${excluded(rateLimits.windowStart)}
+          THEN ${rateLimits.count} + 1 ELSE 1 END`,
+        windowStart: excluded(rateLimits.windowStart),
+        expiresAt: excluded(rateLimits.expiresAt),
+      },
+    })
+    .returning({ count: rateLimits.count });
 }
 
 /** Charge one unit without an admission decision (used for failed authentications). */
@@ -82,9 +89,16 @@ export async function consume(
   const giveBack = refusedBy ? states.filter((s) => s.allowed) : [];
   if (giveBack.length) {
     const [g, ...gs] = giveBack.map((s) =>
-      db.run(sql`
-        UPDATE rate_limits SET count = count - 1
-         WHERE bucket = ${s.bucket.name} AND window_start = ${s.resetAt - s.bucket.windowMs} AND count > 0`),
+      db
+        .update(rateLimits)
+        .set({ count: sql`${rateLimits.count} - 1` })
+        .where(
+          and(
+            eq(rateLimits.bucket, s.bucket.name),
+            eq(rateLimits.windowStart, s.resetAt - s.bucket.windowMs),
+            gt(rateLimits.count, 0),
+          ),
+        ),
     );
     await db.batch([g!, ...gs]);
   }
@@ -94,9 +108,10 @@ export async function consume(
 /** The current count of a bucket without charging it. */
 export async function peek(db: Database, b: Bucket, now: number): Promise<BucketState> {
   const start = windowStart(now, b.windowMs);
-  const rows = await db.all<{ count: number }>(
-    sql`SELECT count FROM rate_limits WHERE bucket = ${b.name} AND window_start = ${start}`,
-  );
+  const rows = await db
+    .select({ count: rateLimits.count })
+    .from(rateLimits)
+    .where(and(eq(rateLimits.bucket, b.name), eq(rateLimits.windowStart, start)));
   const count = Number(rows[0]?.count ?? 0);
   // A peek is a question about the next request: it would be the (count + 1)th.
   return { ...state(b, count + 1, start), remaining: Math.max(0, b.limit - count) };

@@ -3,16 +3,24 @@
  * claiming is conditional on its lease token (fencing): a node whose lease expired and whose job was
  * claimed again by another node cannot overwrite that node's work, its writes simply match no row.
  */
-import { and, eq, inArray, isNull, lt, lte, or, sql } from "drizzle-orm";
+import { and, eq, inArray, isNull, lt, lte, not, or, sql } from "drizzle-orm";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
 import { type FetchJob, fetchJobs } from "../db/schema";
-import { outboxInserts } from "../webhooks/outbox";
+import { batchLast, sqlText } from "../db/sql";
+import { type OutboxCondition, outboxInserts } from "../webhooks/outbox";
 
-export interface Lease {
+/** A node's hold on a claimed job: every write it makes after the claim is fenced by the token. */
+export interface JobLease {
   id: string;
   leaseToken: string;
 }
+
+/** The job's requests not cancelled yet, while `lease` still holds the job (the outbox condition). */
+const liveRequests =
+  (lease: JobLease): OutboxCondition =>
+  (r, j) =>
+    and(eq(r.jobId, lease.id), isNull(r.cancelledAt), eq(j.leaseToken, lease.leaseToken));
 
 /** Claim up to `limit` runnable jobs for `nodeName`: queued ones whose retry time has come, and
  * in-flight ones whose lease expired (their node died or stalled). */
@@ -132,7 +140,7 @@ export async function markWaitingForProxy(
 export async function heartbeat(
   db: Database,
   clock: Clock,
-  lease: Lease,
+  lease: JobLease,
   leaseMs: number,
 ): Promise<{ cancelRequested: boolean } | null> {
   const now = clock.now();
@@ -165,7 +173,12 @@ type JobPatch = Partial<
 >;
 
 /** Record progress. False when the lease is lost: the caller must stop working on the job. */
-export async function advance(db: Database, clock: Clock, lease: Lease, patch: JobPatch): Promise<boolean> {
+export async function advance(
+  db: Database,
+  clock: Clock,
+  lease: JobLease,
+  patch: JobPatch,
+): Promise<boolean> {
   const res = await db
     .update(fetchJobs)
     .set({ ...patch, updatedAt: clock.now() })
@@ -177,16 +190,19 @@ export async function advance(db: Database, clock: Clock, lease: Lease, patch: J
 export async function completeJob(
   db: Database,
   clock: Clock,
-  lease: Lease,
+  lease: JobLease,
   seedNode: string,
 ): Promise<"ready" | "cancelled" | null> {
   const now = clock.now();
   // Webhook outbox rows for the job's live requests go in the same transaction, before the UPDATE
   // and under the same lease predicate: they exist exactly when the job really becomes ready.
-  const live = sql`r.job_id = ${lease.id} AND r.cancelled_at IS NULL AND j.lease_token = ${lease.leaseToken}`;
-  const [, , , , rows] = await db.batch([
-    ...outboxInserts(db, "request.ready", now, sql`${live} AND NOT j.cancel_requested`),
-    ...outboxInserts(db, "request.cancelled", now, sql`${live} AND j.cancel_requested`),
+  const live = liveRequests(lease);
+  const rows = await batchLast(
+    db,
+    [
+      ...outboxInserts(db, "request.ready", now, (r, j) => and(live(r, j), not(j.cancelRequested))),
+      ...outboxInserts(db, "request.cancelled", now, (r, j) => and(live(r, j), eq(j.cancelRequested, true))),
+    ],
     db
       .update(fetchJobs)
       .set({
@@ -203,7 +219,7 @@ export async function completeJob(
       })
       .where(and(eq(fetchJobs.id, lease.id), eq(fetchJobs.leaseToken, lease.leaseToken)))
       .returning({ status: fetchJobs.status }),
-  ]);
+  );
   return (rows[0]?.status as "ready" | "cancelled" | undefined) ?? null;
 }
 
@@ -220,7 +236,7 @@ export function retryDelayMs(attempt: number, random = Math.random): number {
 export async function failJob(
   db: Database,
   clock: Clock,
-  job: Lease & { attempts: number; maxAttempts: number },
+  job: JobLease & { attempts: number; maxAttempts: number },
   err: { code: string; message: string; transient: boolean },
 ): Promise<"queued" | "error" | null> {
   const now = clock.now();
@@ -255,29 +271,28 @@ export async function failJob(
     .where(and(eq(fetchJobs.id, job.id), eq(fetchJobs.leaseToken, job.leaseToken)));
   if (retry) return (await update).rowsAffected === 1 ? "queued" : null;
   // The job ends in error: `request.failed` for its live requests, in the same transaction.
-  const live = sql`r.job_id = ${job.id} AND r.cancelled_at IS NULL AND j.lease_token = ${job.leaseToken}`;
-  const [, , res] = await db.batch([...outboxInserts(db, "request.failed", now, live), update]);
+  const res = await batchLast(db, [...outboxInserts(db, "request.failed", now, liveRequests(job))], update);
   return res.rowsAffected === 1 ? "error" : null;
 }
 
 /** The worker stopped because every request for the job was cancelled. */
-export async function markCancelled(db: Database, clock: Clock, lease: Lease): Promise<boolean> {
+export async function markCancelled(db: Database, clock: Clock, lease: JobLease): Promise<boolean> {
   const now = clock.now();
   // Its requests were cancelled (and reported) one by one; a request that joined after the cancel
   // was requested still reads cancelled now, so it is reported here, in the same transaction.
-  const live = sql`r.job_id = ${lease.id} AND r.cancelled_at IS NULL AND j.lease_token = ${lease.leaseToken}`;
-  const [, , res] = await db.batch([
-    ...outboxInserts(db, "request.cancelled", now, live),
+  const res = await batchLast(
+    db,
+    [...outboxInserts(db, "request.cancelled", now, liveRequests(lease))],
     db
       .update(fetchJobs)
       .set({ status: "cancelled", seeding: false, leaseToken: null, leaseExpiresAt: null, updatedAt: now })
       .where(and(eq(fetchJobs.id, lease.id), eq(fetchJobs.leaseToken, lease.leaseToken))),
-  ]);
+  );
   return res.rowsAffected === 1;
 }
 
 /** Give a job back without counting the attempt (graceful shutdown). */
-export async function releaseJob(db: Database, clock: Clock, lease: Lease): Promise<boolean> {
+export async function releaseJob(db: Database, clock: Clock, lease: JobLease): Promise<boolean> {
   const now = clock.now();
   const res = await db
     .update(fetchJobs)
@@ -314,12 +329,16 @@ export async function listSeedable(db: Database, nodeName: string) {
  * (`normalizeFieldValue` in drizzle-orm/libsql/session.js), which destroys binary data.
  */
 export async function torrentBytes(db: Database, jobId: string): Promise<Uint8Array | null> {
-  const rs = await db.$client.execute({ sql: "SELECT torrent FROM fetch_jobs WHERE id = ?", args: [jobId] });
+  const rs = await db.$client.execute({ sql: TORRENT_SQL, args: [jobId] });
   const v = rs.rows[0]?.torrent;
   if (v instanceof Uint8Array) return v;
   if (v instanceof ArrayBuffer) return new Uint8Array(v);
   return null;
 }
+
+const TORRENT_SQL = sqlText(
+  sql`SELECT ${fetchJobs.torrent} AS torrent FROM ${fetchJobs} WHERE ${fetchJobs.id} = ?`,
+);
 
 /** Counts for health and metrics. */
 export async function queueDepth(db: Database): Promise<{ queued: number; running: number }> {

@@ -6,6 +6,7 @@ import type { HealthCheck } from "../api/app";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
 import { nodes } from "../db/schema";
+import { excluded } from "../db/sql";
 
 export interface NodeInfo {
   name: string;
@@ -55,7 +56,7 @@ export async function nodeHeartbeat(
     .values(row)
     .onConflictDoUpdate({
       target: nodes.name,
-      set: { ...row, startedAt: sql`excluded.started_at` },
+      set: { ...row, startedAt: excluded(nodes.startedAt) },
       setWhere: or(
         eq(nodes.status, "stopped"),
         lt(nodes.lastSeenAt, now - staleMs),

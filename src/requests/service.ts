@@ -2,10 +2,11 @@
  * What the API does with a caller's request: create (sharing a fetch with identical requests in
  * flight, or answering from a ready result younger than `ttl`), read, and cancel.
  */
-import { and, desc, eq, gte, inArray, isNull, sql } from "drizzle-orm";
+import { and, desc, eq, gte, inArray, isNull, notExists, notInArray, sql } from "drizzle-orm";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
 import { type FetchJob, fetchJobs, fetchRequests, type JobEgress, type JobStatus } from "../db/schema";
+import { batchLast, insertSelect, sqlText } from "../db/sql";
 import { callbackInsert, outboxInserts } from "../webhooks/outbox";
 
 export interface NewRequest {
@@ -172,16 +173,29 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
     // job's last request cannot leave this new request attached to a cancelled job.
     // The callback and, when the job is ready already (a cached result), `request.ready` are
     // written in the same transaction, conditioned on the link having happened.
-    const [res] = await db.batch([
-      db.run(sql`
-      INSERT INTO fetch_requests (id, job_id, user_id, client_ip, url, method, ttl, request_id, created_at)
-      SELECT ${requestId}, ${job.id}, ${input.userId}, ${input.clientIp}, ${input.url}, ${input.method},
-             ${input.ttl}, ${input.requestId}, ${now}
-      WHERE EXISTS (SELECT 1 FROM fetch_jobs WHERE id = ${job.id} AND status NOT IN ('error', 'cancelled'))`),
+    const link = insertSelect(
+      db,
+      fetchRequests,
+      {
+        id: requestId,
+        jobId: job.id,
+        userId: input.userId,
+        clientIp: input.clientIp,
+        url: input.url,
+        method: input.method,
+        ttl: input.ttl,
+        requestId: input.requestId,
+        createdAt: now,
+      },
+      sql`WHERE EXISTS (SELECT 1 FROM ${fetchJobs}
+        WHERE ${fetchJobs.id} = ${job.id} AND ${fetchJobs.status} NOT IN ('error', 'cancelled'))`,
+    );
+    const [linked] = await db.batch([
+      link,
       ...(input.callbackUrl ? [callbackInsert(db, requestId, input.callbackUrl, now)] : []),
-      ...outboxInserts(db, "request.ready", now, sql`r.id = ${requestId} AND j.status = 'ready'`),
+      ...outboxInserts(db, "request.ready", now, (r, j) => and(eq(r.id, requestId), eq(j.status, "ready"))),
     ]);
-    if (res.rowsAffected !== 1) continue;
+    if (linked.rowsAffected !== 1) continue;
     const view = await getRequest(db, requestId);
     if (!view) throw new Error("request vanished after insert");
     return { ...view, source };
@@ -253,32 +267,13 @@ export async function getRequest(db: Database, id: string): Promise<RequestView 
   return typeof raw === "string" ? toView(JSON.parse(raw) as ViewRow) : null;
 }
 
-const GET_REQUEST_SQL = `
-  SELECT json_object(${Object.entries({
-    id: "r.id",
-    cancelledAt: "r.cancelled_at",
-    url: "r.url",
-    method: "r.method",
-    userId: "r.user_id",
-    createdAt: "r.created_at",
-    jobId: "r.job_id",
-    jobStatus: "j.status",
-    updatedAt: "j.updated_at",
-    completedAt: "j.completed_at",
-    infohash: "j.infohash",
-    contentHash: "j.content_hash",
-    contentSize: "j.content_size",
-    contentType: "j.content_type",
-    errorMessage: "j.error_message",
-    progress: "j.progress",
-    torrentName: "j.torrent_name",
-    magnetLink: "j.magnet_link",
-    seedNode: "j.seed_node",
-  } satisfies Record<keyof ViewRow, string>)
-    .map(([k, col]) => `'${k}', ${col}`)
-    .join(", ")}) AS v
-  FROM fetch_requests r JOIN fetch_jobs j ON j.id = r.job_id
-  WHERE r.id = ?`;
+const GET_REQUEST_SQL = sqlText(sql`
+  SELECT json_object(${sql.join(
+    Object.entries(viewColumns).map(([key, column]) => sql`${sql.raw(`'${key}'`)}, ${column}`),
+    sql`, `,
+  )}) AS v
+  FROM ${fetchRequests} JOIN ${fetchJobs} ON ${fetchJobs.id} = ${fetchRequests.jobId}
+  WHERE ${fetchRequests.id} = ?`);
 
 export { torrentBytes as getTorrent } from "../jobs/queue";
 
@@ -290,27 +285,39 @@ export { torrentBytes as getTorrent } from "../jobs/queue";
 export async function cancelRequest(db: Database, clock: Clock, id: string): Promise<boolean> {
   const now = clock.now();
   // `request.cancelled` only when this call is what cancels it, in the same transaction.
-  const [, , rows] = await db.batch([
-    ...outboxInserts(db, "request.cancelled", now, sql`r.id = ${id} AND r.cancelled_at IS NULL`),
+  const rows = await batchLast(
+    db,
+    [...outboxInserts(db, "request.cancelled", now, (r) => and(eq(r.id, id), isNull(r.cancelledAt)))],
     db
       .update(fetchRequests)
       .set({ cancelledAt: sql`coalesce(${fetchRequests.cancelledAt}, ${now})` })
       .where(eq(fetchRequests.id, id))
       .returning({ jobId: fetchRequests.jobId }),
-  ]);
+  );
   const jobId = rows[0]?.jobId;
   if (!jobId) return false;
   // NOT EXISTS is evaluated inside this one statement, so a request that joined the job a moment
   // ago keeps it alive.
-  await db.run(sql`
-    UPDATE fetch_jobs
-       SET cancel_requested = 1,
-           seeding = 0,
-           status = CASE WHEN status IN ('queued', 'ready') THEN 'cancelled' ELSE status END,
-           updated_at = ${now}
-     WHERE id = ${jobId}
-       AND status NOT IN ('error', 'cancelled')
-       AND NOT EXISTS (SELECT 1 FROM fetch_requests WHERE job_id = ${jobId} AND cancelled_at IS NULL)`);
+  await db
+    .update(fetchJobs)
+    .set({
+      cancelRequested: true,
+      seeding: false,
+      status: sql`CASE WHEN ${fetchJobs.status} IN ('queued', 'ready') THEN 'cancelled' ELSE ${fetchJobs.status} END`,
+      updatedAt: now,
+    })
+    .where(
+      and(
+        eq(fetchJobs.id, jobId),
+        notInArray(fetchJobs.status, ["error", "cancelled"]),
+        notExists(
+          db
+            .select({ one: sql`1` })
+            .from(fetchRequests)
+            .where(and(eq(fetchRequests.jobId, jobId), isNull(fetchRequests.cancelledAt))),
+        ),
+      ),
+    );
   return true;
 }
 

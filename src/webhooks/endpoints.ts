@@ -13,6 +13,7 @@ import {
   webhookDeliveries,
   webhookEndpoints,
 } from "../db/schema";
+import { batchLast } from "../db/sql";
 import { generateSecret } from "./signing";
 
 /** Endpoints one tenant may register: each event fans out to all of them. */
@@ -135,13 +136,16 @@ export async function rotateSecret(
 /** Delete an endpoint; its messages not yet delivered are failed (their log stays readable). */
 export async function deleteEndpoint(db: Database, clock: Clock, id: string): Promise<boolean> {
   const now = clock.now();
-  const [, deleted] = await db.batch([
-    db
-      .update(webhookDeliveries)
-      .set({ status: "failed", lastError: "Endpoint deleted", updatedAt: now })
-      .where(and(eq(webhookDeliveries.endpointId, id), eq(webhookDeliveries.status, "pending"))),
+  const deleted = await batchLast(
+    db,
+    [
+      db
+        .update(webhookDeliveries)
+        .set({ status: "failed", lastError: "Endpoint deleted", updatedAt: now })
+        .where(and(eq(webhookDeliveries.endpointId, id), eq(webhookDeliveries.status, "pending"))),
+    ],
     db.delete(webhookEndpoints).where(eq(webhookEndpoints.id, id)),
-  ]);
+  );
   return deleted.rowsAffected === 1;
 }
 

@@ -12,16 +12,22 @@
  * is fenced by that token, so a node whose lease ran out cannot overwrite the outcome of the node
  * that claimed the row after it.
  */
-import { and, eq, inArray, type SQL, sql } from "drizzle-orm";
+import { and, eq, exists, inArray, isNull, or, type SQL, sql } from "drizzle-orm";
+import { alias } from "drizzle-orm/sqlite-core";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
 import {
+  fetchJobs,
+  fetchRequests,
+  requestCallbacks,
   type WebhookAttempt,
   type WebhookDelivery,
   type WebhookEventType,
   webhookAttempts,
   webhookDeliveries,
+  webhookEndpoints,
 } from "../db/schema";
+import { batchLast, insertSelect } from "../db/sql";
 
 export interface DeliveryLease {
   id: string;
@@ -35,68 +41,94 @@ const EVENT_STATUS: Record<WebhookEventType, string> = {
   "request.cancelled": "cancelled",
 };
 
+/** The rows an outbox insert reads: a request (`r`) joined with its job (`j`). */
+const r = alias(fetchRequests, "r");
+const j = alias(fetchJobs, "j");
+export type OutboxCondition = (request: typeof r, job: typeof j) => SQL | undefined;
+
 /**
- * Outbox rows for `type`, one per destination of every request matched by `where`, an SQL
- * condition over `r` (fetch_requests) joined with `j` (its fetch_jobs row). Put the returned
+ * Outbox rows for `type`, one per destination of every request matched by `where`, a condition
+ * over a request and its job (given as the aliased tables the statements read). Put the returned
  * statements in the status change's batch, before the UPDATE they report.
  */
-export function outboxInserts(db: Database, type: WebhookEventType, now: number, where: SQL) {
+export function outboxInserts(db: Database, type: WebhookEventType, now: number, where: OutboxCondition) {
   const status = EVENT_STATUS[type];
   const iso = new Date(now).toISOString();
+  const cond = where(r, j);
+  if (!cond) throw new Error("outboxInserts needs a condition");
+  const e = alias(webhookEndpoints, "e");
+  const c = alias(requestCallbacks, "c");
   // json_object keeps key order: the body reads as documented in docs/webhooks.md.
-  const columns = sql.raw(
-    "id, event_type, request_id, tenant, endpoint_id, url, payload, trace_id, status, attempts, next_attempt_at, created_at, updated_at",
-  );
-  const common = sql`'msg_' || lower(hex(randomblob(16))), ${type}, r.id, r.user_id`;
-  const rest = sql`json_object(
+  const row = (endpointId: SQL | null, url: SQL) => ({
+    id: sql`'msg_' || lower(hex(randomblob(16)))`,
+    eventType: type,
+    requestId: r.id,
+    tenant: r.userId,
+    endpointId,
+    url,
+    payload: sql`json_object(
         'type', ${type},
         'timestamp', ${iso},
         'data', json_object(
-          'id', r.id,
+          'id', ${r.id},
           'status', ${status},
-          'infohash', j.infohash,
-          'magnet_link', CASE WHEN ${status} = 'ready' THEN j.magnet_link END,
-          'content_hash', j.content_hash,
-          'content_size', j.content_size,
-          'url', r.url)),
-      coalesce(r.request_id, j.trace_id), 'pending', 0, ${now}, ${now}, ${now}`;
-  const toCallback = db.run(sql`
-    INSERT INTO webhook_deliveries (${columns})
-    SELECT ${common}, NULL, c.url, ${rest}
-      FROM fetch_requests r
-      JOIN fetch_jobs j ON j.id = r.job_id
-      JOIN request_callbacks c ON c.request_id = r.id
-     WHERE ${where}`);
-  const toEndpoints = db.run(sql`
-    INSERT INTO webhook_deliveries (${columns})
-    SELECT ${common}, e.id, e.url, ${rest}
-      FROM fetch_requests r
-      JOIN fetch_jobs j ON j.id = r.job_id
-      JOIN webhook_endpoints e ON e.tenant IS r.user_id
-     WHERE e.disabled_at IS NULL
-       AND (e.events IS NULL OR EXISTS (SELECT 1 FROM json_each(e.events) WHERE json_each.value = ${type}))
-       AND (${where})`);
+          'infohash', ${j.infohash},
+          'magnet_link', CASE WHEN ${status} = 'ready' THEN ${j.magnetLink} END,
+          'content_hash', ${j.contentHash},
+          'content_size', ${j.contentSize},
+          'url', ${r.url}))`,
+    traceId: sql`coalesce(${r.requestId}, ${j.traceId})`,
+    status: "pending" as const,
+    attempts: 0,
+    nextAttemptAt: now,
+    createdAt: now,
+    updatedAt: now,
+  });
+  const toCallback = insertSelect(
+    db,
+    webhookDeliveries,
+    row(null, sql`${c.url}`),
+    sql`FROM ${fetchRequests} ${r}
+      JOIN ${fetchJobs} ${j} ON ${j.id} = ${r.jobId}
+      JOIN ${requestCallbacks} ${c} ON ${c.requestId} = ${r.id}
+     WHERE ${cond}`,
+  );
+  const toEndpoints = insertSelect(
+    db,
+    webhookDeliveries,
+    row(sql`${e.id}`, sql`${e.url}`),
+    sql`FROM ${fetchRequests} ${r}
+      JOIN ${fetchJobs} ${j} ON ${j.id} = ${r.jobId}
+      JOIN ${webhookEndpoints} ${e} ON ${e.tenant} IS ${r.userId}
+     WHERE ${e.disabledAt} IS NULL
+       AND (${e.events} IS NULL OR EXISTS (SELECT 1 FROM json_each(${e.events}) WHERE json_each.value = ${type}))
+       AND (${cond})`,
+  );
   return [toCallback, toEndpoints] as const;
 }
 
 /** Record a request's `callback_url`, only if the request row exists (put after its INSERT). */
 export function callbackInsert(db: Database, requestId: string, url: string, now: number) {
-  return db.run(sql`
-    INSERT INTO request_callbacks (request_id, url, created_at)
-    SELECT ${requestId}, ${url}, ${now}
-     WHERE EXISTS (SELECT 1 FROM fetch_requests WHERE id = ${requestId})`);
+  return insertSelect(
+    db,
+    requestCallbacks,
+    { requestId, url, createdAt: now },
+    sql`WHERE EXISTS (SELECT 1 FROM ${fetchRequests} WHERE ${fetchRequests.id} = ${requestId})`,
+  );
 }
 
 // ---- delivering ----
 
 /** Due rows: pending ones whose time has come, and in-flight ones whose node stopped (lease expired). */
 function runnable(now: number, limit: number) {
-  return sql`SELECT d.id FROM webhook_deliveries d
-     WHERE ((d.status = 'pending' AND d.next_attempt_at <= ${now})
-         OR (d.status = 'delivering' AND d.lease_expires_at < ${now}))
-       AND (d.endpoint_id IS NULL
-         OR EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND e.disabled_at IS NULL))
-     ORDER BY d.next_attempt_at, d.id
+  const d = alias(webhookDeliveries, "d");
+  const e = alias(webhookEndpoints, "e");
+  return sql`SELECT ${d.id} FROM ${webhookDeliveries} ${d}
+     WHERE ((${d.status} = 'pending' AND ${d.nextAttemptAt} <= ${now})
+         OR (${d.status} = 'delivering' AND ${d.leaseExpiresAt} < ${now}))
+       AND (${d.endpointId} IS NULL
+         OR EXISTS (SELECT 1 FROM ${webhookEndpoints} ${e} WHERE ${e.id} = ${d.endpointId} AND ${e.disabledAt} IS NULL))
+     ORDER BY ${d.nextAttemptAt}, ${d.id}
      LIMIT ${limit}`;
 }
 
@@ -113,16 +145,26 @@ export async function claimDeliveries(
 ): Promise<WebhookDelivery[]> {
   const now = clock.now();
   // A plain read first: an idle node polling must not take the write lock every time.
-  const due = await db.all(sql`${runnable(now, 1)}`);
+  const due = await db.all(runnable(now, 1));
   if (due.length === 0) return [];
-  const [, claimed] = await db.batch([
-    db.run(sql`
-      INSERT INTO webhook_attempts (delivery_id, node_name, outcome, status_code, error, started_at, finished_at)
-      SELECT id, node_name, 'abandoned', NULL,
-             'The node sending this attempt stopped before it finished; the message was sent again',
-             coalesce(last_attempt_at, ${now}), ${now}
-        FROM webhook_deliveries
-       WHERE id IN (${runnable(now, opts.limit)}) AND status = 'delivering'`),
+  const abandoned = insertSelect(
+    db,
+    webhookAttempts,
+    {
+      deliveryId: webhookDeliveries.id,
+      nodeName: webhookDeliveries.nodeName,
+      outcome: "abandoned",
+      statusCode: null,
+      error: "The node sending this attempt stopped before it finished; the message was sent again",
+      startedAt: sql`coalesce(${webhookDeliveries.lastAttemptAt}, ${now})`,
+      finishedAt: now,
+    },
+    sql`FROM ${webhookDeliveries}
+       WHERE ${webhookDeliveries.id} IN (${runnable(now, opts.limit)}) AND ${webhookDeliveries.status} = 'delivering'`,
+  );
+  return batchLast(
+    db,
+    [abandoned],
     db
       .update(webhookDeliveries)
       .set({
@@ -136,8 +178,7 @@ export async function claimDeliveries(
       })
       .where(sql`${webhookDeliveries.id} IN (${runnable(now, opts.limit)})`)
       .returning(),
-  ]);
-  return claimed;
+  );
 }
 
 export type AttemptOutcome =
@@ -170,12 +211,21 @@ export async function recordAttempt(
   const now = clock.now();
   const statusCode = result.statusCode;
   const error = result.outcome === "delivered" ? null : result.error;
-  const held = sql`id = ${lease.id} AND lease_token = ${lease.leaseToken}`;
-  const log = db.run(sql`
-    INSERT INTO webhook_attempts (delivery_id, node_name, outcome, status_code, error, started_at, finished_at)
-    SELECT id, node_name, ${result.outcome}, ${statusCode}, ${error}, coalesce(last_attempt_at, ${now}), ${now}
-      FROM webhook_deliveries WHERE ${held}`);
   const fenced = and(eq(webhookDeliveries.id, lease.id), eq(webhookDeliveries.leaseToken, lease.leaseToken));
+  const log = insertSelect(
+    db,
+    webhookAttempts,
+    {
+      deliveryId: webhookDeliveries.id,
+      nodeName: webhookDeliveries.nodeName,
+      outcome: result.outcome,
+      statusCode,
+      error,
+      startedAt: sql`coalesce(${webhookDeliveries.lastAttemptAt}, ${now})`,
+      finishedAt: now,
+    },
+    sql`FROM ${webhookDeliveries} WHERE ${fenced}`,
+  );
   const released = { leaseToken: null, leaseExpiresAt: null, lastStatusCode: statusCode, updatedAt: now };
   const update =
     result.outcome === "delivered"
@@ -194,22 +244,30 @@ export async function recordAttempt(
             .where(fenced);
   if (result.outcome === "failed" && result.disableEndpoint) {
     const reason = result.disableEndpoint;
-    const endpoint = sql`(SELECT endpoint_id FROM webhook_deliveries WHERE ${held})`;
-    const res = await db.batch([
-      log,
-      db.run(sql`
-        UPDATE webhook_endpoints SET disabled_at = ${now}, disabled_reason = ${reason}, updated_at = ${now}
-         WHERE id = ${endpoint} AND disabled_at IS NULL`),
-      db.run(sql`
-        UPDATE webhook_deliveries
-           SET status = 'failed', last_error = ${`Endpoint disabled: ${reason}`}, updated_at = ${now}
-         WHERE endpoint_id = ${endpoint} AND status = 'pending'`),
+    const held = alias(webhookDeliveries, "held");
+    const endpoint = db
+      .select({ id: held.endpointId })
+      .from(held)
+      .where(and(eq(held.id, lease.id), eq(held.leaseToken, lease.leaseToken)));
+    const res = await batchLast(
+      db,
+      [
+        log,
+        db
+          .update(webhookEndpoints)
+          .set({ disabledAt: now, disabledReason: reason, updatedAt: now })
+          .where(and(eq(webhookEndpoints.id, endpoint), isNull(webhookEndpoints.disabledAt))),
+        db
+          .update(webhookDeliveries)
+          .set({ status: "failed", lastError: `Endpoint disabled: ${reason}`, updatedAt: now })
+          .where(and(eq(webhookDeliveries.endpointId, endpoint), eq(webhookDeliveries.status, "pending"))),
+      ],
       update,
-    ]);
-    return res[3].rowsAffected === 1;
+    );
+    return res.rowsAffected === 1;
   }
-  const res = await db.batch([log, update]);
-  return res[1].rowsAffected === 1;
+  const res = await batchLast(db, [log], update);
+  return res.rowsAffected === 1;
 }
 
 /** Give a delivery back without counting the attempt (graceful shutdown). */
@@ -323,12 +381,25 @@ export async function redeliver(
   id: string,
 ): Promise<"scheduled" | "busy" | "endpoint_disabled" | "not_found"> {
   const now = clock.now();
-  const rows = await db.run(sql`
-    UPDATE webhook_deliveries
-       SET status = 'pending', attempts = 0, next_attempt_at = ${now}, updated_at = ${now}
-     WHERE id = ${id} AND status IN ('pending', 'delivered', 'failed')
-       AND (endpoint_id IS NULL
-         OR EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = endpoint_id AND e.disabled_at IS NULL))`);
+  const e = alias(webhookEndpoints, "e");
+  const rows = await db
+    .update(webhookDeliveries)
+    .set({ status: "pending", attempts: 0, nextAttemptAt: now, updatedAt: now })
+    .where(
+      and(
+        eq(webhookDeliveries.id, id),
+        inArray(webhookDeliveries.status, ["pending", "delivered", "failed"]),
+        or(
+          isNull(webhookDeliveries.endpointId),
+          exists(
+            db
+              .select({ one: sql`1` })
+              .from(e)
+              .where(and(eq(e.id, webhookDeliveries.endpointId), isNull(e.disabledAt))),
+          ),
+        ),
+      ),
+    );
   if (rows.rowsAffected === 1) return "scheduled";
   const found = await db
     .select({ status: webhookDeliveries.status })

@@ -27,6 +27,7 @@ import {
 } from "../../../src/webhooks/outbox";
 import { webhookHeaders } from "../../../src/webhooks/signing";
 import type { Metrics } from "../../process/metrics";
+import { LeasedWorkLoop } from "../leased-work";
 import { createSender, type Sender, type SendOptions } from "./send";
 
 export interface DelivererDeps {
@@ -52,17 +53,39 @@ export function deliveryLeaseMs(config: Config): number {
 }
 
 export class WebhookDeliverer {
-  private running = false;
-  private readonly active = new Map<string, { controller: AbortController; done: Promise<void> }>();
-  private loop: Promise<void> | null = null;
-  private wakeUp: (() => void) | null = null;
+  private readonly loop: LeasedWorkLoop<WebhookDelivery>;
   private readonly send: Sender;
-  private readonly concurrency: number;
   readonly stats = { delivered: 0, retried: 0, failed: 0, leaseLost: 0 };
 
   constructor(private readonly deps: DelivererDeps) {
     this.send = deps.sender ?? createSender({ config: deps.config, ...deps.send });
-    this.concurrency = deps.concurrency ?? 16;
+    const { config, db, clock } = deps;
+    // No heartbeat: the claim's lease covers the whole attempt (deliveryLeaseMs).
+    this.loop = new LeasedWorkLoop<WebhookDelivery>({
+      concurrency: deps.concurrency ?? 16,
+      pollIntervalMs: config.node.pollIntervalMs,
+      log: deps.log,
+      messages: {
+        claimFailed: "webhook claim failed",
+        crashed: "webhook attempt crashed",
+        idField: "delivery_id",
+      },
+      claim: (limit) =>
+        claimDeliveries(db, clock, { nodeName: this.nodeName, limit, leaseMs: deliveryLeaseMs(config) }),
+      logFor: (d) =>
+        deps.log.child({
+          delivery_id: d.id,
+          event: d.eventType,
+          request_id: d.traceId ?? undefined,
+          attempt: d.attempts,
+        }),
+      run: (d, signal, log) => this.attempt(d, signal, log),
+      // Only a shutdown stops an attempt from outside: hand it back without counting it.
+      stopped: async (d, _reason, log) => {
+        await releaseDelivery(db, clock, { id: d.id, leaseToken: d.leaseToken! });
+        log.info("webhook attempt handed back (shutdown)");
+      },
+    });
   }
 
   get nodeName(): string {
@@ -70,77 +93,21 @@ export class WebhookDeliverer {
   }
 
   start(): void {
-    if (this.running) return;
-    this.running = true;
-    this.loop = this.pollLoop();
+    this.loop.start();
   }
 
   wake(): void {
-    this.wakeUp?.();
+    this.loop.wake();
   }
 
   /** Stop claiming; attempts in flight are aborted and handed back without counting. */
-  async stop(): Promise<void> {
-    this.running = false;
-    this.wake();
-    for (const a of this.active.values()) a.controller.abort(new Error("shutdown"));
-    await Promise.allSettled([...this.active.values()].map((a) => a.done));
-    await this.loop;
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   /** Claim and send everything due now, waiting for the attempts to finish (tests, one-shot use). */
-  async runDue(): Promise<number> {
-    let total = 0;
-    for (;;) {
-      const claimed = await this.claim(this.concurrency);
-      if (claimed.length === 0) return total;
-      total += claimed.length;
-      await Promise.all(claimed.map((d) => this.attempt(d, new AbortController())));
-    }
-  }
-
-  private claim(limit: number): Promise<WebhookDelivery[]> {
-    return claimDeliveries(this.deps.db, this.deps.clock, {
-      nodeName: this.nodeName,
-      limit,
-      leaseMs: deliveryLeaseMs(this.deps.config),
-    });
-  }
-
-  private async pollLoop(): Promise<void> {
-    const { config, log } = this.deps;
-    while (this.running) {
-      const free = this.concurrency - this.active.size;
-      let claimed: WebhookDelivery[] = [];
-      if (free > 0) {
-        try {
-          claimed = await this.claim(free);
-        } catch (e) {
-          log.error("webhook claim failed", { err: String(e) });
-        }
-      }
-      for (const d of claimed) this.startAttempt(d);
-      if (claimed.length === free && free > 0) continue;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, config.node.pollIntervalMs);
-        this.wakeUp = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wakeUp = null;
-    }
-  }
-
-  private startAttempt(d: WebhookDelivery): void {
-    const controller = new AbortController();
-    const done = this.attempt(d, controller)
-      .catch((e) => this.deps.log.error("webhook attempt crashed", { delivery_id: d.id, err: String(e) }))
-      .finally(() => {
-        this.active.delete(d.id);
-        this.wake();
-      });
-    this.active.set(d.id, { controller, done });
+  runDue(): Promise<number> {
+    return this.loop.runDue();
   }
 
   /** Which secrets sign this delivery, or why it cannot be sent. */
@@ -164,15 +131,9 @@ export class WebhookDeliverer {
     return { secrets: signingSecrets(e, now) };
   }
 
-  private async attempt(d: WebhookDelivery, controller: AbortController): Promise<void> {
-    const { db, clock, config } = this.deps;
+  private async attempt(d: WebhookDelivery, signal: AbortSignal, log: Logger): Promise<void> {
+    const { clock, config } = this.deps;
     const lease: DeliveryLease = { id: d.id, leaseToken: d.leaseToken! };
-    const log = this.deps.log.child({
-      delivery_id: d.id,
-      event: d.eventType,
-      request_id: d.traceId ?? undefined,
-      attempt: d.attempts,
-    });
     const delays = config.webhook.retryDelaysMs;
     // One grace attempt beyond the schedule for a final attempt a dying node left unanswered.
     if (d.attempts > delays.length + 2) {
@@ -195,17 +156,8 @@ export class WebhookDeliverer {
 
     const headers = await webhookHeaders(keys.secrets, d.id, clock.now(), d.payload);
     if (d.traceId) headers["x-request-id"] = d.traceId;
-    let res: Awaited<ReturnType<Sender>>;
-    try {
-      res = await this.send(d.url, headers, d.payload, controller.signal);
-    } catch (e) {
-      if (controller.signal.aborted) {
-        await releaseDelivery(db, clock, lease);
-        log.info("webhook attempt handed back (shutdown)");
-        return;
-      }
-      throw e;
-    }
+    // Aborted (shutdown), the send throws and the loop hands the delivery back (`stopped`).
+    const res = await this.send(d.url, headers, d.payload, signal);
     const code = res.statusCode;
     let outcome: AttemptOutcome;
     if (code !== null && code >= 200 && code < 300) outcome = { outcome: "delivered", statusCode: code };
