@@ -11,10 +11,10 @@
  */
 import { stat } from "node:fs/promises";
 import WebTorrent, { type Torrent } from "webtorrent";
+import { installFastMseDh } from "../../patches/bittorrent-protocol-mse-dh";
+import { installFastPipes } from "../../patches/webtorrent-fast-pipes";
 import { decodeTorrent } from "./bencode";
-import { installFastMseDh } from "./mse-fast-dh";
 import { CasBlobStore } from "./store";
-import { installFastPipes } from "./wire-pipes";
 
 /** The part of the service Config the swarm reads (the whole Config fits). */
 export interface SwarmConfig {
@@ -32,7 +32,8 @@ export interface SwarmConfig {
 
 export interface SwarmExtras {
   /**
-   * Wire peer sockets straight to the protocol stream when there is no rate limit (wire-pipes.ts).
+   * Wire peer sockets straight to the protocol stream when there is no rate limit
+   * (seeder/patches/webtorrent-fast-pipes.ts).
    * Default true; false gives webtorrent's stock stream path back when chasing a problem.
    */
   fastPipes?: boolean;
