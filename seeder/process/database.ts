@@ -9,6 +9,7 @@ import { migrate } from "drizzle-orm/libsql/migrator";
 import { type Config, maskUrlSecrets } from "../../src/config";
 import { createDatabase, type Database } from "../../src/db";
 import { withStatementCache } from "../patches/libsql-statement-cache";
+import { LibraryPatchError } from "../patches/patch";
 
 export const MIGRATIONS_DIR = resolve(import.meta.dir, "..", "..", "migrations");
 
@@ -30,6 +31,7 @@ export async function openDatabase(config: Config): Promise<OpenedDatabase> {
   try {
     return await open(config);
   } catch (e) {
+    if (e instanceof LibraryPatchError) throw e; // not a database problem: docs/patches.md
     throw new DatabaseError(
       `cannot open the database DATABASE__DATABASE_URL=${maskUrlSecrets(url)}: ${describeDatabaseError(e)}`,
       { cause: e },

@@ -116,9 +116,10 @@ export class Swarm {
       uploadLimit: uploadRateLimit > 0 ? uploadRateLimit : -1,
     });
     this.client = client;
-    if (uploadRateLimit <= 0 && this.extras.fastPipes !== false) installFastPipes(client);
-    installFastMseDh(); // BigInt DH for MSE handshakes: ~0.2 ms instead of ~50 ms each under Bun
     try {
+      // Both throw LibraryPatchError when they cannot apply; the client is destroyed below then.
+      if (uploadRateLimit <= 0 && this.extras.fastPipes !== false) installFastPipes(client);
+      installFastMseDh(); // BigInt DH for MSE handshakes: ~0.2 ms instead of ~50 ms each under Bun
       await new Promise<void>((resolve, reject) => {
         const onListening = () => {
           client.removeListener("error", onError);
