@@ -28,7 +28,7 @@ export const fastPipesPatch: LibraryPatch = {
   check() {
     const proto = (Peer as unknown as { prototype: Record<string, unknown> }).prototype;
     if (typeof proto.setThrottlePipes !== "function") return "lib/peer.js has no Peer#setThrottlePipes";
-    // The replacement reads these; onConnect must still be what calls setThrottlePipes.
+    // A replaced method nobody calls would be a silent no-op: onConnect must still call it.
     if (typeof proto.onConnect !== "function" || !String(proto.onConnect).includes("setThrottlePipes"))
       return "Peer#onConnect no longer calls setThrottlePipes";
     return null;
