@@ -25,6 +25,7 @@ import { Swarm } from "../node/swarm/swarm";
 import { choosePieceLength } from "../node/swarm/torrent";
 import { createTracker } from "../node/swarm/tracker";
 import { startWebhookDelivery } from "../node/webhooks";
+import { patchesFor, verifyLibraryPatches } from "../patches";
 import { loopbackPublicUrlWarning } from "./bind-warnings";
 import { openDatabase, runMigrations } from "./database";
 import { docsAssets } from "./docs-assets";
@@ -166,6 +167,7 @@ export async function startEmbedded(
   opts: { log?: Logger; clock?: Clock } = {},
 ): Promise<Running> {
   const log = opts.log ?? makeLogger(config);
+  verifyLibraryPatches(log, patchesFor(config, "embedded"));
   const clock = opts.clock ?? systemClock;
   const lock = prepareStorage(config, log, true);
   const { client, db } = await openDatabase(config);
@@ -233,6 +235,7 @@ export async function startEmbedded(
 
 export async function startApi(config: Config, opts: { log?: Logger } = {}): Promise<Running> {
   const log = opts.log ?? makeLogger(config);
+  verifyLibraryPatches(log, patchesFor(config, "api"));
   prepareStorage(config, log, false);
   const { client, db } = await openDatabase(config);
   secureDatabaseFile(config.database.url, log);
@@ -275,6 +278,7 @@ export async function startApi(config: Config, opts: { log?: Logger } = {}): Pro
 
 export async function startSeeder(config: Config, opts: { log?: Logger } = {}): Promise<Running> {
   const log = opts.log ?? makeLogger(config);
+  verifyLibraryPatches(log, patchesFor(config, "seeder"));
   const lock = prepareStorage(config, log, true);
   const { client, db } = await openDatabase(config);
   secureDatabaseFile(config.database.url, log);

@@ -1,6 +1,6 @@
 /**
  * The per-connection statement cache that `openDatabase` gives @libsql/client's file driver
- * (seeder/process/database.ts): results must be exactly what an uncached client returns, under concurrent
+ * (seeder/patches/libsql-statement-cache.ts): results must be exactly what an uncached client returns, under concurrent
  * queries over several pooled connections, interactive transactions, errors, stale bindings and
  * schema changes (ours and another connection's).
  */
@@ -9,12 +9,8 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { type Client, LibsqlError } from "@libsql/client";
 import Database from "libsql";
-import {
-  cacheStatements,
-  openDatabase,
-  runMigrations,
-  statementCacheStats,
-} from "../../seeder/process/database";
+import { cacheStatements, statementCacheStats } from "../../seeder/patches/libsql-statement-cache";
+import { openDatabase, runMigrations } from "../../seeder/process/database";
 import { loadConfig } from "../../src/config";
 import { tmpDir } from "../support/clients";
 import { tempDatabase } from "../support/db";

@@ -210,4 +210,23 @@ describe("the running service", () => {
     expect(svc.output).not.toContain(TOKEN);
     expect(svc.output).not.toContain("q5ecr3t");
   });
+
+  test("start-up logs the library patches in effect, once (docs/patches.md)", () => {
+    const lines = svc.output
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.msg === "library patches");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]!.level).toBe("INFO");
+    expect(lines[0]!.active).toEqual([
+      "webtorrent-fast-pipes",
+      "bittorrent-protocol-mse-dh",
+      "bittorrent-tracker-swarm",
+      "libsql-statement-cache",
+      "node-http-agent-add-request",
+    ]);
+    expect(lines[0]!.failed).toBeUndefined();
+    expect(lines[0]!.drift).toBeUndefined();
+  });
 });

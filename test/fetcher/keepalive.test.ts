@@ -1,5 +1,5 @@
 /**
- * Connection reuse (HTTP/1.1 keep-alive, seeder/node/fetcher/pool.ts), counted where it cannot be
+ * Connection reuse (HTTP/1.1 keep-alive, seeder/node/fetcher/keepalive.ts), counted where it cannot be
  * faked: at the origin (TCP connections accepted) and at the proxy (connections microsocks made,
  * tunnels the CONNECT proxy opened). Reuse must never weaken a guarantee: every request is still
  * resolved and checked, a connection only carries a request that would have opened an identical

@@ -373,7 +373,7 @@ describe("request headers", () => {
         "upgrade",
       ])
         expect(got[dropped]).toBeUndefined();
-      // Ours (the keep-alive agent, pool.ts), never the caller's "keep-alive, X-Custom".
+      // Ours (the keep-alive agent, keepalive.ts), never the caller's "keep-alive, X-Custom".
       expect(got.connection).toBe("keep-alive");
     });
   });

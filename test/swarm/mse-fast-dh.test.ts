@@ -1,12 +1,13 @@
 /**
  * The BigInt Diffie-Hellman that replaces crypto.createDiffieHellman in MSE handshakes
- * (seeder/node/swarm/mse-fast-dh.ts): byte-for-byte Node's DiffieHellman for the same keys, and a real
+ * (seeder/patches/bittorrent-protocol-mse-dh.ts): byte-for-byte Node's DiffieHellman for the same keys, and a real
  * libtorrent that refuses anything but encrypted connections downloads from our Swarm through it.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createDiffieHellman, type DiffieHellman, randomBytes } from "node:crypto";
 // @ts-expect-error bittorrent-protocol ships no types (seeder/node/swarm/vendor.d.ts does not need it)
 import Wire from "bittorrent-protocol";
+import { Swarm } from "../../seeder/node/swarm/swarm";
 import {
   bigIntToBytes,
   installFastMseDh,
@@ -14,8 +15,7 @@ import {
   MSE_PRIME_HEX,
   MseDiffieHellman,
   modPow,
-} from "../../seeder/node/swarm/mse-fast-dh";
-import { Swarm } from "../../seeder/node/swarm/swarm";
+} from "../../seeder/patches/bittorrent-protocol-mse-dh";
 import { freePort, libtorrentDownloadDetailed, removeTmpDirs, sha256File, tmpDir } from "../support/clients";
 import { type Content, randomContent, saveTorrent } from "../support/seeder-fixture";
 

@@ -176,6 +176,35 @@ describe("given an allowed infohash with a seeder", () => {
     expect(entry["incomplete"]).toBe(0);
   });
 
+  test("when peers start, complete, update and stop, then the counts follow like stock bittorrent-tracker's", async () => {
+    const t = makeTracker();
+    const counts = async () => {
+      const res = await t.handle(
+        new Request(`http://127.0.0.1:9/scrape?info_hash=${binParam(INFOHASH)}`),
+        "127.0.0.1",
+      );
+      const entry = Object.values(
+        (bdecode(new Uint8Array(await res.arrayBuffer())) as BDict)["files"] as BDict,
+      )[0] as BDict;
+      return [entry["complete"], entry["incomplete"]];
+    };
+    const a = randomBytes(20).toString("hex");
+    const b = randomBytes(20).toString("hex");
+    await announce(t, "127.0.0.1", { peerId: a, port: 41001, event: "started", left: 500 });
+    await announce(t, "127.0.0.2", { peerId: b, port: 41002, left: 500 }); // no event = update, unknown = start
+    expect(await counts()).toEqual([0, 2]);
+    await announce(t, "127.0.0.1", { peerId: a, port: 41001, event: "completed", left: 0 });
+    await announce(t, "127.0.0.1", { peerId: a, port: 41001, event: "completed", left: 0 }); // twice: once counted
+    expect(await counts()).toEqual([1, 1]);
+    await announce(t, "127.0.0.2", { peerId: b, port: 41002, event: "started", left: 0 }); // known: an update
+    expect(await counts()).toEqual([2, 0]);
+    await announce(t, "127.0.0.1", { peerId: a, port: 41001, event: "stopped", left: 0 });
+    await announce(t, "127.0.0.1", { peerId: a, port: 41001, event: "stopped", left: 0 }); // unknown now: ignored
+    expect(await counts()).toEqual([1, 0]);
+    const reply = await announce(t, "127.0.0.3", { peerId: randomBytes(20).toString("hex"), port: 41003 });
+    expect(compactPeers(reply["peers"])).toEqual(["127.0.0.2:41002"]);
+  });
+
   test("when a path other than announce/scrape is asked, then it is a 404", async () => {
     const t = makeTracker();
     const res = await t.handle(new Request("http://127.0.0.1:9/stats"), "127.0.0.1");

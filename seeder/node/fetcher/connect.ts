@@ -7,7 +7,7 @@
  * The caller passes an AbortSignal that covers the whole connect phase (connect timeout, total
  * deadline, cancellation); aborting destroys whatever socket is open.
  *
- * Two steps, so that the fetcher's connection pool (pool.ts) can sit between them: resolveChecked
+ * Two steps, so that the fetcher's connection pool (keepalive.ts) can sit between them: resolveChecked
  * (guard, resolve, guard every address) runs for every request, and only then is an idle
  * connection to one of those very addresses taken, or connectChecked opens a new one to them.
  * openConnection does both, for a connection of one's own (webhook delivery).

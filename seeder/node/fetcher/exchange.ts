@@ -47,7 +47,7 @@ export function exchange(
 
 /**
  * The request/response mechanics shared by the one-socket form above and the connection pool
- * (pool.ts): `agent` supplies the socket, `options` travel to it (the pool's key), `destroy`
+ * (keepalive.ts): `agent` supplies the socket, `options` travel to it (the pool's key), `destroy`
  * tears the connection down on abort, `started` sees the request object as soon as it exists.
  */
 export function exchangeWith(

@@ -86,7 +86,7 @@ export function requestHeaders(
   Object.assign(h, base);
   h["Accept-Encoding"] = ACCEPT_ENCODING;
   // No Connection header: HTTP/1.1 connections persist by default, and node:http's keep-alive
-  // agent (pool.ts) adds `Connection: keep-alive` itself (or `close` when reuse is turned off).
+  // agent (keepalive.ts) adds `Connection: keep-alive` itself (or `close` when reuse is turned off).
   if (opts.bodyLength !== null) h["Content-Length"] = String(opts.bodyLength);
   if (opts.extra) Object.assign(h, opts.extra);
   return h;

@@ -7,7 +7,7 @@
  * verification per FETCHER__VERIFY_SSL. The body streams into `store.createWriter()`; the writer
  * is aborted on every failure, so no temp file outlives a fetch.
  *
- * Connections are reused (HTTP/1.1 keep-alive, pool.ts) only after that whole gate ran for the
+ * Connections are reused (HTTP/1.1 keep-alive, keepalive.ts) only after that whole gate ran for the
  * request, only to an address it approved, and only for the same scheme, host name, port, proxy
  * and TLS settings; a response not read to its end, or rejected, closes its connection.
  *
@@ -37,8 +37,14 @@ import {
   requestHeaders,
   withoutHeaders,
 } from "./headers";
+import {
+  DEFAULT_POOL_LIMITS,
+  discardBody,
+  KeepAlivePool,
+  type PooledConnection,
+  StaleConnection,
+} from "./keepalive";
 import { isMimeAllowed, mimeEssence } from "./mime";
-import { ConnectionPool, DEFAULT_POOL_LIMITS, discardBody, type Lease, StaleConnection } from "./pool";
 
 export type { Dial, Resolve } from "./connect";
 export { FetchError, type FetchErrorCode, isTransientStatus } from "./errors";
@@ -273,7 +279,7 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
     resolve: deps.resolve ?? defaultResolve,
     connectTimeoutMs: cfg.connectTimeoutMs,
   };
-  const pool = new ConnectionPool(connectOptions, {
+  const pool = new KeepAlivePool(connectOptions, {
     idleTimeoutMs: limits.idleTimeoutMs,
     maxIdlePerKey: limits.maxIdlePerKey,
     maxIdleTotal: limits.maxIdleTotal,
@@ -305,7 +311,7 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
     headers: Record<string, string>,
     body: string | null,
     extra?: Record<string, string>,
-  ): Promise<{ res: IncomingMessage; conn: Lease }> {
+  ): Promise<{ res: IncomingMessage; conn: PooledConnection }> {
     const req = {
       method,
       path: target.url.pathname + target.url.search,
@@ -403,7 +409,7 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
     let writer: BlobWriter | null = null;
     // The connection of the response being read. Destroyed on every failure; kept on success
     // (node:http returns it to the pool once the body was read to its end).
-    let conn: Lease | null = null;
+    let conn: PooledConnection | null = null;
     const closeConn = () => {
       conn?.destroy();
       conn = null;

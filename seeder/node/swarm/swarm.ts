@@ -11,10 +11,10 @@
  */
 import { stat } from "node:fs/promises";
 import WebTorrent, { type Torrent } from "webtorrent";
+import { installFastMseDh } from "../../patches/bittorrent-protocol-mse-dh";
+import { installFastPipes } from "../../patches/webtorrent-fast-pipes";
 import { decodeTorrent } from "./bencode";
-import { installFastMseDh } from "./mse-fast-dh";
 import { CasBlobStore } from "./store";
-import { installFastPipes } from "./wire-pipes";
 
 /** The part of the service Config the swarm reads (the whole Config fits). */
 export interface SwarmConfig {
@@ -32,7 +32,8 @@ export interface SwarmConfig {
 
 export interface SwarmExtras {
   /**
-   * Wire peer sockets straight to the protocol stream when there is no rate limit (wire-pipes.ts).
+   * Wire peer sockets straight to the protocol stream when there is no rate limit
+   * (seeder/patches/webtorrent-fast-pipes.ts).
    * Default true; false gives webtorrent's stock stream path back when chasing a problem.
    */
   fastPipes?: boolean;
@@ -115,9 +116,10 @@ export class Swarm {
       uploadLimit: uploadRateLimit > 0 ? uploadRateLimit : -1,
     });
     this.client = client;
-    if (uploadRateLimit <= 0 && this.extras.fastPipes !== false) installFastPipes(client);
-    installFastMseDh(); // BigInt DH for MSE handshakes: ~0.2 ms instead of ~50 ms each under Bun
     try {
+      // Both throw LibraryPatchError when they cannot apply; the client is destroyed below then.
+      if (uploadRateLimit <= 0 && this.extras.fastPipes !== false) installFastPipes(client);
+      installFastMseDh(); // BigInt DH for MSE handshakes: ~0.2 ms instead of ~50 ms each under Bun
       await new Promise<void>((resolve, reject) => {
         const onListening = () => {
           client.removeListener("error", onError);

@@ -23,6 +23,7 @@ import { randomBytes } from "node:crypto";
 import { networkInterfaces } from "node:os";
 import { parse as parseQuery } from "node:querystring";
 import Server, { type AnnounceParams, type SwarmPeer } from "bittorrent-tracker/server";
+import { requireTrackerSwarmPatch } from "../../patches/bittorrent-tracker-swarm";
 import { bencode } from "./bencode";
 
 export interface TrackerOptions {
@@ -63,7 +64,8 @@ interface SelfPeer {
 /**
  * bittorrent-tracker's swarm, minus the self-echo and plus the node's own seeder. Same event
  * handling as the original `announce()` (which we cannot hook into: it picks peers with the
- * announcer's peer id only), but peers are chosen by `peersFor`, which skips the announcer by peer
+ * announcer's peer id only; how this plugs in: seeder/patches/bittorrent-tracker-swarm.ts), but
+ * peers are chosen by `peersFor`, which skips the announcer by peer
  * id AND by ip:port, and the node's seeder is never stored: `selfPeer()` supplies it on each reply.
  */
 class NoSelfSwarm extends Server.Swarm {
@@ -92,20 +94,14 @@ class NoSelfSwarm extends Server.Swarm {
     const peer = this.peers.get(id);
     switch (params.event) {
       case "started":
-        this._onAnnounceStarted(params, peer, id);
+      case "completed":
+      case "update":
+      case "paused":
+        this.record(params, peer, id);
         break;
       case "stopped":
-        this._onAnnounceStopped(params, peer, id);
+        this.forget(peer, id);
         if (!cb) return;
-        break;
-      case "completed":
-        this._onAnnounceCompleted(params, peer, id);
-        break;
-      case "update":
-        this._onAnnounceUpdate(params, peer, id);
-        break;
-      case "paused":
-        this._onAnnouncePaused(params, peer, id);
         break;
       default:
         cb?.(new Error("invalid event"));
@@ -116,6 +112,40 @@ class NoSelfSwarm extends Server.Swarm {
       incomplete: this.incomplete,
       peers: this.peersFor(params, self),
     });
+  }
+
+  /**
+   * The stock swarm's bookkeeping for started/completed/update/paused (lib/server/swarm.js
+   * `_onAnnounce*`, which are private): they all come down to "store the peer, and count it as
+   * complete once it says so". A `completed` from a peer already complete changes nothing.
+   */
+  private record(params: AnnounceParams, peer: SwarmPeer | undefined, id: string): void {
+    if (!peer) {
+      if (params.left === 0) this.complete += 1;
+      else this.incomplete += 1;
+      this.peers.set(id, {
+        type: params.type,
+        complete: params.left === 0,
+        peerId: params.peer_id,
+        ip: params.ip,
+        port: params.port,
+      });
+      return;
+    }
+    if (!peer.complete && (params.left === 0 || params.event === "completed")) {
+      this.complete += 1;
+      this.incomplete -= 1;
+      peer.complete = true;
+    }
+    this.peers.set(id, peer);
+  }
+
+  /** `stopped`: the stock `_onAnnounceStopped` for HTTP peers (no WebSocket bookkeeping: ws is off). */
+  private forget(peer: SwarmPeer | undefined, id: string): void {
+    if (!peer) return;
+    if (peer.complete) this.complete -= 1;
+    else this.incomplete -= 1;
+    this.peers.remove(id);
   }
 
   override scrape(_params: unknown, cb: (err: Error | null, res?: unknown) => void): void {
@@ -181,6 +211,7 @@ function isLocalAddress(address: string): boolean {
 }
 
 export function createTracker(opts: TrackerOptions): Tracker {
+  requireTrackerSwarmPatch();
   const intervalMs = (opts.intervalSeconds ?? 300) * 1000;
   const server = new Server({
     http: false,

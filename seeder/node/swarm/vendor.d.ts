@@ -152,14 +152,11 @@ declare module "bittorrent-tracker/server" {
       keys: string[];
       peek(key: string): SwarmPeer | undefined;
       get(key: string): SwarmPeer | undefined;
+      set(key: string, peer: SwarmPeer): void;
+      remove(key: string): void;
     };
     announce(params: AnnounceParams, cb?: (err: Error | null, res?: any) => void): void;
     scrape(params: unknown, cb: (err: Error | null, res?: any) => void): void;
-    _onAnnounceStarted(params: AnnounceParams, peer: SwarmPeer | undefined, id: string): void;
-    _onAnnounceStopped(params: AnnounceParams, peer: SwarmPeer | undefined, id: string): void;
-    _onAnnounceCompleted(params: AnnounceParams, peer: SwarmPeer | undefined, id: string): void;
-    _onAnnounceUpdate(params: AnnounceParams, peer: SwarmPeer | undefined, id: string): void;
-    _onAnnouncePaused(params: AnnounceParams, peer: SwarmPeer | undefined, id: string): void;
   }
 
   export default class Server extends EventEmitter {
@@ -179,7 +176,7 @@ declare module "bittorrent-tracker/server" {
 }
 
 declare module "webtorrent/lib/peer.js" {
-  /** webtorrent's Peer class; only its prototype is touched (wire-pipes.ts). */
+  /** webtorrent's Peer class; only its prototype is touched (seeder/patches/webtorrent-fast-pipes.ts). */
   const Peer: { prototype: Record<string, unknown> };
   export default Peer;
 }

@@ -14,8 +14,26 @@
  *
  * The patch is on the shared Peer prototype (webtorrent has no hook for it), installed once, and
  * falls back to the original method for any client not registered here (e.g. one with limits).
+ * Written against webtorrent 3.0.21; `installFastPipes` throws LibraryPatchError when the method it
+ * replaces is gone (docs/patches.md).
  */
 import Peer from "webtorrent/lib/peer.js";
+import { type LibraryPatch, packageVersion, requirePatch } from "./patch";
+
+export const fastPipesPatch: LibraryPatch = {
+  name: "webtorrent-fast-pipes",
+  why: "peers wired socket -> wire -> socket, without webtorrent's four pass-through throttle streams",
+  writtenFor: { webtorrent: "3.0.21" },
+  installedVersion: (pkg) => packageVersion(pkg, import.meta.dir),
+  check() {
+    const proto = (Peer as unknown as { prototype: Record<string, unknown> }).prototype;
+    if (typeof proto.setThrottlePipes !== "function") return "lib/peer.js has no Peer#setThrottlePipes";
+    // A replaced method nobody calls would be a silent no-op: onConnect must still call it.
+    if (typeof proto.onConnect !== "function" || !String(proto.onConnect).includes("setThrottlePipes"))
+      return "Peer#onConnect no longer calls setThrottlePipes";
+    return null;
+  },
+};
 
 interface Pipeable {
   pipe<T>(dest: T): T;
@@ -32,6 +50,7 @@ const fastGroups = new WeakSet<object>();
 let installed = false;
 
 export function installFastPipes(client: { throttleGroups: object }): void {
+  if (!installed) requirePatch(fastPipesPatch);
   fastGroups.add(client.throttleGroups);
   if (installed) return;
   installed = true;

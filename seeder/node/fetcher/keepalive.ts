@@ -35,6 +35,7 @@ import { createHash } from "node:crypto";
 import http, { type IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { TargetUrl } from "../../../src/egress";
+import { addRequestAmong, requireAgentPatch } from "../../patches/node-http-agent";
 import { type Connection, type ConnectOptions, connectChecked, resolveChecked } from "./connect";
 import { exchangeWith, type OutgoingRequest } from "./exchange";
 
@@ -71,11 +72,7 @@ class PoolMiss extends Error {
   }
 }
 
-type AgentInternals = {
-  addRequest(req: http.ClientRequest, options: Record<string, unknown>, ...rest: unknown[]): void;
-};
-
-class PoolAgent extends http.Agent {
+class KeepAliveAgent extends http.Agent {
   /** The layers behind each socket we handed to node:http (to tear all of them down). */
   private readonly connections = new WeakMap<Duplex, Connection>();
   /** Which lease holds a socket; a held socket is never handed to another request, even when idle. */
@@ -86,6 +83,7 @@ class PoolAgent extends http.Agent {
   readonly reusedFor = new WeakMap<http.ClientRequest, Duplex>();
 
   constructor(private readonly limits: PoolLimits) {
+    requireAgentPatch();
     const keepAlive = limits.idleTimeoutMs > 0 && limits.maxIdlePerKey > 0 && limits.maxIdleTotal > 0;
     super({
       keepAlive,
@@ -114,21 +112,15 @@ class PoolAgent extends http.Agent {
    * `freeSockets[name]`, so for the length of this synchronous call it sees only what it may take.
    */
   addRequest(req: http.ClientRequest, options: Record<string, unknown>, ...rest: unknown[]): void {
-    const base = http.Agent.prototype as unknown as AgentInternals;
-    const free = this.freeSockets as Record<string, Duplex[] | undefined>;
     const name = this.getName(options as http.ClientRequestArgs);
-    const idle = free[name] ?? [];
-    const takeable = options[CONNECTION] ? [] : idle.filter((s) => !this.holders.has(s));
-    const hidden = idle.filter((s) => !takeable.includes(s));
-    if (takeable.length) free[name] = takeable;
-    else delete free[name];
-    try {
-      base.addRequest.call(this, req, options, ...rest);
-    } finally {
-      const left = [...hidden, ...(free[name] ?? [])];
-      if (left.length) free[name] = left;
-      else delete free[name];
-    }
+    addRequestAmong(
+      this,
+      name,
+      (idle) => (options[CONNECTION] ? [] : idle.filter((s) => !this.holders.has(s))),
+      req,
+      options,
+      rest,
+    );
   }
 
   override keepSocketAlive(socket: Duplex): boolean {
@@ -195,7 +187,7 @@ class PoolAgent extends http.Agent {
 }
 
 /** One request's hold on its connection; settle it with exactly one of keep() or destroy(). */
-export interface Lease {
+export interface PooledConnection {
   /** True when the request went out on an idle connection from the pool. */
   readonly reused: boolean;
   /**
@@ -207,15 +199,15 @@ export interface Lease {
   destroy(): void;
 }
 
-export class ConnectionPool {
-  private readonly agent: PoolAgent;
+export class KeepAlivePool {
+  private readonly agent: KeepAliveAgent;
   private readonly identity: string;
 
   constructor(
     private readonly o: ConnectOptions,
     limits: PoolLimits = DEFAULT_POOL_LIMITS,
   ) {
-    this.agent = new PoolAgent(limits);
+    this.agent = new KeepAliveAgent(limits);
     const p = o.proxy;
     const ca = o.tlsCa === undefined ? null : Array.isArray(o.tlsCa) ? o.tlsCa : [o.tlsCa];
     // Hashed so that credentials never sit in a readable map key.
@@ -258,7 +250,7 @@ export class ConnectionPool {
     target: TargetUrl,
     req: OutgoingRequest,
     o: { connect: { signal: AbortSignal; done(): void }; signal: AbortSignal; fresh?: boolean },
-  ): Promise<{ res: IncomingMessage; lease: Lease }> {
+  ): Promise<{ res: IncomingMessage; lease: PooledConnection }> {
     let key: string | null = null;
     let conn: Connection | null = null;
     try {
@@ -338,7 +330,7 @@ export class ConnectionPool {
  */
 export function discardBody(
   res: IncomingMessage,
-  lease: Lease,
+  lease: PooledConnection,
   o: { maxBytes: number; timeoutMs: number; signal: AbortSignal; method: string },
 ): Promise<void> {
   // A HEAD answer has no body, whatever its Content-Length says.
