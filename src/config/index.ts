@@ -266,7 +266,7 @@ export const SETTINGS = {
   TORRENT__ENCRYPTION_ENABLED: s(
     bool,
     true,
-    "Accepted for compatibility (peer encryption is not implemented).",
+    "Accepted for compatibility, no effect: peers may always use MSE/PE encryption (plaintext fallback).",
   ),
   TORRENT__UPLOAD_RATE_LIMIT: s(int(0), 0, "Upload limit in bytes/s, 0 = unlimited."),
   TORRENT__DOWNLOAD_RATE_LIMIT: s(int(0), 0, "Accepted for compatibility (a seeder does not download)."),
