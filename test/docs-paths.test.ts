@@ -14,9 +14,9 @@ const TOP = new Set(readdirSync(ROOT).filter((n) => !n.startsWith(".") && n !== 
 function repoPaths(markdown: string): string[] {
   const out = new Set<string>();
   for (const [, inner] of markdown.matchAll(/`([^`\s]+)`/g)) {
-    const p = inner.replace(/[.,:;]$/, "");
+    const p = (inner ?? "").replace(/[.,:;]$/, "");
     if (/[<>*…$]/.test(p) || p.includes("://")) continue;
-    const first = p.split("/")[0];
+    const first = p.split("/")[0] ?? "";
     if (TOP.has(first) && (p.includes("/") || /\.\w+$/.test(p))) out.add(p);
   }
   return [...out];
