@@ -400,6 +400,7 @@ export class SeederNode {
       this.stats.completed++;
       this.deps.metrics?.requestsTotal.inc({ status: final });
       log.info(final === "ready" ? "job ready" : "job cancelled while packaging", {
+        status: final,
         infohash: made.infohash,
         ms: Math.round(performance.now() - t0),
       });
@@ -408,7 +409,7 @@ export class SeederNode {
       if (reason === "cancelled") {
         await markCancelled(db, clock, lease);
         this.deps.metrics?.requestsTotal.inc({ status: "cancelled" });
-        log.info("job cancelled while running");
+        log.info("job cancelled while running", { status: "cancelled" });
       } else if (reason === "lease_lost") {
         this.lostLease(log);
       } else if (reason === "shutdown") {
@@ -494,7 +495,7 @@ export class SeederNode {
       else this.seededContent.delete(gone.contentHash);
     }
     await this.deps.swarm.unseed(infohash);
-    this.deps.log.info("stopped seeding", { infohash });
+    this.deps.log.info("stopped seeding", { infohash, unseeded: true });
   }
 }
 
