@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { freePort, startEdgeDev } from "../../seeder/dev/hrana/dev-edge";
 import { aria2Download, sha256File, tmpDir } from "../support/clients";
 import { bytesRoute, startOrigin } from "../support/origin";
+import { until } from "../support/poll";
 import { parsePrometheus } from "../support/prometheus";
 import { Service, TOKEN } from "../support/service";
 
@@ -102,7 +103,7 @@ describe("several nodes", () => {
 
     const id = await api.create({ url: origin.url("/slow.txt") });
     await api.waitFor(id, ["fetching"], 20_000);
-    while (origin.count("/slow.txt") === 0) await Bun.sleep(20);
+    await until(() => origin.count("/slow.txt") > 0, "the fetch to reach the origin", 20_000);
     await a.kill("SIGKILL");
     const b = await seederNode(databaseUrl, "node-b", { NODE__LEASE_SECONDS: "5" });
 

@@ -6,6 +6,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { bytesRoute, type Origin, startOrigin } from "../support/origin";
+import { until } from "../support/poll";
 import { Service } from "../support/service";
 import { startMicrosocks } from "../support/socks";
 
@@ -32,7 +33,7 @@ describe("cancel", () => {
     const svc = await service({ NODE__LEASE_SECONDS: "5" });
     const id = await svc.create({ url: o.url("/slow.txt") });
     await svc.waitFor(id, ["fetching"], 20_000);
-    while (o.count("/slow.txt") === 0) await Bun.sleep(20);
+    await until(() => o.count("/slow.txt") > 0, "the fetch to reach the origin", 20_000);
     const res = await svc.api(`/v1/requests/${id}`, { method: "DELETE" });
     expect(res.status).toBe(204);
     expect((await svc.status(id)).status).toBe("cancelled");

@@ -100,7 +100,7 @@ describe("restart after ready", () => {
     services.push(svc);
     const id = await svc.create({ url: origin.url("/slow2.txt") });
     await svc.waitFor(id, ["fetching"], 20_000);
-    while (origin.count("/slow2.txt") === 0) await Bun.sleep(20);
+    await until(() => origin.count("/slow2.txt") > 0, "the fetch to reach the origin", 20_000);
     expect(await svc.kill("SIGTERM")).toBe(0);
     // Released, not left leased for 60 s: the next start picks it up at once.
     await svc.launch();

@@ -129,7 +129,10 @@ export class Service extends ApiClient {
   ): Promise<Record<string, unknown>> {
     let found: Record<string, unknown> | undefined;
     await until(
-      () => (found = this.logs().find(pred)) !== undefined,
+      () => {
+        found = this.logs().find(pred);
+        return found !== undefined;
+      },
       `${what}\n${this.output.slice(-4000)}`,
       timeoutMs,
     );
