@@ -400,7 +400,7 @@ export class SeederNode {
       this.stats.completed++;
       this.deps.metrics?.requestsTotal.inc({ status: final });
       log.info(final === "ready" ? "job ready" : "job cancelled while packaging", {
-        status: final,
+        job_status: final,
         infohash: made.infohash,
         ms: Math.round(performance.now() - t0),
       });
@@ -409,7 +409,7 @@ export class SeederNode {
       if (reason === "cancelled") {
         await markCancelled(db, clock, lease);
         this.deps.metrics?.requestsTotal.inc({ status: "cancelled" });
-        log.info("job cancelled while running", { status: "cancelled" });
+        log.info("job cancelled while running", { job_status: "cancelled" });
       } else if (reason === "lease_lost") {
         this.lostLease(log);
       } else if (reason === "shutdown") {

@@ -86,7 +86,7 @@ describe("the Worker and a Bun seeder node", () => {
     };
     expect(health.runtime).toBe("workerd");
     expect(health.checks.nodes!.names).toContain("edge-node");
-    expect(node.logs().some((l) => l.status === "ready")).toBe(true);
+    expect(node.logs().some((l) => l.job_status === "ready")).toBe(true);
   });
 });
 
@@ -111,7 +111,7 @@ describe("several nodes", () => {
     expect(st.status).toBe("ready");
     expect(st.content_hash).toBe(slow.body.sha256());
     expect(origin.count("/slow.txt")).toBe(2); // the killed attempt and the one that finished
-    expect(b.logs().some((l) => l.status === "ready")).toBe(true);
+    expect(b.logs().some((l) => l.job_status === "ready")).toBe(true);
     expect(await downloadAndHash(await api.torrent(id))).toBe(slow.body.sha256());
     const list = (await (await api.api(`/v1/requests/${id}`)).json()) as { status: string };
     expect(list.status).toBe("ready");
@@ -142,7 +142,7 @@ describe("several nodes", () => {
     const byHash = new Map(Object.values(routes).map((r) => [r.body.sha256(), r]));
     for (const d of done) expect(byHash.has(d.content_hash)).toBe(true);
     // both nodes did work (otherwise this proves nothing about sharing)
-    const readyOn = (n: Service) => n.logs().filter((l) => l.status === "ready").length;
+    const readyOn = (n: Service) => n.logs().filter((l) => l.job_status === "ready").length;
     expect(readyOn(a) + readyOn(b)).toBe(24);
     expect(readyOn(a)).toBeGreaterThan(0);
     expect(readyOn(b)).toBeGreaterThan(0);

@@ -38,7 +38,7 @@ describe("cancel", () => {
     expect(res.status).toBe(204);
     expect((await svc.status(id)).status).toBe("cancelled");
     // the worker sees the cancel at its next heartbeat (lease/3) and closes the origin connection
-    await svc.waitForLog((l) => l.status === "cancelled", "the node to log the job cancelled", 10_000);
+    await svc.waitForLog((l) => l.job_status === "cancelled", "the node to log the job cancelled", 10_000);
     const health = (await (await fetch(`${svc.url}/v1/health`)).json()) as {
       checks: { seeding: { active_jobs: number; torrents: number } };
     };
