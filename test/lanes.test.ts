@@ -1,6 +1,6 @@
 /** Every test file belongs to exactly one lane of test/lanes.ts, and every lane entry exists. */
 import { describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { LANES, laneFiles, ROOT, testFilesUnder } from "./lanes";
 
@@ -23,5 +23,15 @@ describe("test lanes", () => {
     expect(problems).toEqual([]);
     // and no lane names a file that is not a test file bun would run
     expect([...lanesOf.keys()].filter((f) => !testFilesUnder("test").includes(f))).toEqual([]);
+  });
+
+  test("unit-lane files start no process: no spawn, no service, microsocks, real clients or wrangler", () => {
+    const starts =
+      /\bspawn(Sync)?\(|support\/(service|socks)"|startEdgeDev|aria2Download|libtorrentDownload|child_process/;
+    const offenders = laneFiles("unit")
+      .filter((f) => f !== "test/lanes.test.ts") // names the patterns
+      .filter((f) => starts.test(readFileSync(join(ROOT, f), "utf8")));
+    // such a file belongs in e2e, swarm or edge (see test/lanes.ts)
+    expect(offenders).toEqual([]);
   });
 });
