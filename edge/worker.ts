@@ -16,7 +16,7 @@ import type { ExecutionContext } from "hono";
 // version when tests load this file under Bun.
 import { docsAssets } from "#docs-assets";
 import { type App, createApp } from "../src/api/app";
-import { systemClock } from "../src/clock";
+import { type Clock, systemClock } from "../src/clock";
 import {
   type Config,
   ConfigError,
@@ -92,7 +92,8 @@ export function edgeDatabaseUrl(env: Env, config: Config): string {
 }
 
 /** Build the app for one set of bindings (exported for tests; the fetch handler caches it). */
-export function buildEdgeApp(bindings: EdgeEnv, opts: { log?: Logger } = {}): EdgeApp {
+export function buildEdgeApp(bindings: EdgeEnv, opts: { log?: Logger; clock?: Clock } = {}): EdgeApp {
+  const clock = opts.clock ?? systemClock;
   const env = envFromBindings(bindings);
   const config = loadConfig(env);
   const log =
@@ -107,14 +108,14 @@ export function buildEdgeApp(bindings: EdgeEnv, opts: { log?: Logger } = {}): Ed
   const app = createApp({
     db,
     config,
-    clock: systemClock,
+    clock,
     log,
     runtime: "workerd",
     docsAssets,
     // Date.now() is only meaningful inside a request on Workers; this runs on the first one.
-    startedAt: systemClock.now(),
+    startedAt: clock.now(),
     clientIp: (req) => req.headers.get("CF-Connecting-IP"),
-    healthChecks: [liveNodesCheck(db, systemClock)],
+    healthChecks: [liveNodesCheck(db, clock)],
   });
   return { app, config, client, log };
 }

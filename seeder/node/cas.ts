@@ -137,7 +137,7 @@ interface Block {
 
 /**
  * Streams a body into a temp file. Bytes are copied into blocks; a full block goes to the file
- * and, at the same time, to a hash worker (seeder/hashing) for SHA-256 and the piece hashes, so
+ * and, at the same time, to a hash worker (seeder/node/hashing) for SHA-256 and the piece hashes, so
  * the event loop only copies. At most MAX_BLOCKS are in flight: `write` waits for one to come back
  * (backpressure). A body that fits in one block never leaves the event loop. A failed file write,
  * datasync or hash worker fails the writer: later writes and `commit` throw, nothing is committed.

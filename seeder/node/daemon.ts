@@ -398,6 +398,7 @@ export class SeederNode {
     this.stats.completed++;
     this.deps.metrics?.requestsTotal.inc({ status: final });
     log.info(final === "ready" ? "job ready" : "job cancelled while packaging", {
+      job_status: final,
       infohash: made.infohash,
       ms: Math.round(performance.now() - t0),
     });
@@ -414,7 +415,7 @@ export class SeederNode {
     if (reason === "cancelled") {
       await markCancelled(db, clock, leaseOf(job));
       this.deps.metrics?.requestsTotal.inc({ status: "cancelled" });
-      log.info("job cancelled while running");
+      log.info("job cancelled while running", { job_status: "cancelled" });
     } else if (reason === "lease_lost") {
       this.stats.leaseLost++;
       this.deps.metrics?.leaseExpired.inc();
@@ -496,7 +497,7 @@ export class SeederNode {
       else this.seededContent.delete(gone.contentHash);
     }
     await this.deps.swarm.unseed(infohash);
-    this.deps.log.info("stopped seeding", { infohash });
+    this.deps.log.info("stopped seeding", { infohash, unseeded: true });
   }
 }
 

@@ -28,7 +28,11 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { type LibraryPatch, packageVersion, requirePatch } from "./patch";
 
-/** The 768-bit MSE prime (bittorrent-protocol mse.js `DH_PRIME`, the Oakley group 1 prime). */
+/**
+ * The MSE/PE specification's own 768-bit prime (bittorrent-protocol mse.js `DH_PRIME`). Not RFC 2409's
+ * Oakley group 1: the first 87 bytes match it, the last 9 differ (Oakley's ends `…3620ffffffffffffffff`,
+ * this one `…362100000000000090563`, i.e. Oakley's prime + 591204).
+ */
 export const MSE_PRIME_HEX =
   "ffffffffffffffffc90fdaa22168c234c4c6628b80dc1cd129024e088a67cc74020bbea63b139b22514a08798e3404ddef9519b3cd3a431b302b0a6df25f14374fe1356d6d51c245e485b576625e7ec6f44c42e9a63a36210000000000090563";
 export const MSE_GENERATOR = 2;

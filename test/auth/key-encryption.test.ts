@@ -98,7 +98,7 @@ describe("sealed API key hashes", () => {
 
     const svc = await Service.start({ basePath: t.dir, env: { SECURITY__KEY_ENCRYPTION_SECRET: SECRET } });
     services.push(svc);
-    expect(svc.output).toContain("sealed stored API key hashes with SECURITY__KEY_ENCRYPTION_SECRET");
+    expect(svc.logs().find((l) => "keys" in l)?.keys).toBe(1); // sealed at start-up
     const res = await fetch(`${svc.url}/v1/requests/x`, { headers: { authorization: `Bearer ${old.key}` } });
     expect(res.status).toBe(404);
     const reopened = await tempDatabase({ STORAGE__BASE_PATH: t.dir });

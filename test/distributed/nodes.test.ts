@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { freePort, startEdgeDev } from "../../seeder/dev/hrana/dev-edge";
 import { aria2Download, sha256File, tmpDir } from "../support/clients";
 import { bytesRoute, startOrigin } from "../support/origin";
+import { until } from "../support/poll";
 import { parsePrometheus } from "../support/prometheus";
 import { Service, TOKEN } from "../support/service";
 
@@ -85,7 +86,7 @@ describe("the Worker and a Bun seeder node", () => {
     };
     expect(health.runtime).toBe("workerd");
     expect(health.checks.nodes!.names).toContain("edge-node");
-    expect(node.output).toContain('"msg":"job ready"');
+    expect(node.logs().some((l) => l.job_status === "ready")).toBe(true);
   });
 });
 
@@ -102,7 +103,7 @@ describe("several nodes", () => {
 
     const id = await api.create({ url: origin.url("/slow.txt") });
     await api.waitFor(id, ["fetching"], 20_000);
-    while (origin.count("/slow.txt") === 0) await Bun.sleep(20);
+    await until(() => origin.count("/slow.txt") > 0, "the fetch to reach the origin", 20_000);
     await a.kill("SIGKILL");
     const b = await seederNode(databaseUrl, "node-b", { NODE__LEASE_SECONDS: "5" });
 
@@ -110,7 +111,7 @@ describe("several nodes", () => {
     expect(st.status).toBe("ready");
     expect(st.content_hash).toBe(slow.body.sha256());
     expect(origin.count("/slow.txt")).toBe(2); // the killed attempt and the one that finished
-    expect(b.output).toContain('"msg":"job ready"');
+    expect(b.logs().some((l) => l.job_status === "ready")).toBe(true);
     expect(await downloadAndHash(await api.torrent(id))).toBe(slow.body.sha256());
     const list = (await (await api.api(`/v1/requests/${id}`)).json()) as { status: string };
     expect(list.status).toBe("ready");
@@ -141,8 +142,7 @@ describe("several nodes", () => {
     const byHash = new Map(Object.values(routes).map((r) => [r.body.sha256(), r]));
     for (const d of done) expect(byHash.has(d.content_hash)).toBe(true);
     // both nodes did work (otherwise this proves nothing about sharing)
-    const readyOn = (n: Service) =>
-      n.output.split("\n").filter((l) => l.includes('"msg":"job ready"')).length;
+    const readyOn = (n: Service) => n.logs().filter((l) => l.job_status === "ready").length;
     expect(readyOn(a) + readyOn(b)).toBe(24);
     expect(readyOn(a)).toBeGreaterThan(0);
     expect(readyOn(b)).toBeGreaterThan(0);

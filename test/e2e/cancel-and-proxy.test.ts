@@ -6,6 +6,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { bytesRoute, type Origin, startOrigin } from "../support/origin";
+import { until } from "../support/poll";
 import { Service } from "../support/service";
 import { startMicrosocks } from "../support/socks";
 
@@ -32,15 +33,12 @@ describe("cancel", () => {
     const svc = await service({ NODE__LEASE_SECONDS: "5" });
     const id = await svc.create({ url: o.url("/slow.txt") });
     await svc.waitFor(id, ["fetching"], 20_000);
-    while (o.count("/slow.txt") === 0) await Bun.sleep(20);
+    await until(() => o.count("/slow.txt") > 0, "the fetch to reach the origin", 20_000);
     const res = await svc.api(`/v1/requests/${id}`, { method: "DELETE" });
     expect(res.status).toBe(204);
     expect((await svc.status(id)).status).toBe("cancelled");
     // the worker sees the cancel at its next heartbeat (lease/3) and closes the origin connection
-    const deadline = Date.now() + 10_000;
-    while (!svc.output.includes('"msg":"job cancelled while running"') && Date.now() < deadline)
-      await Bun.sleep(50);
-    expect(svc.output).toContain('"msg":"job cancelled while running"');
+    await svc.waitForLog((l) => l.job_status === "cancelled", "the node to log the job cancelled", 10_000);
     const health = (await (await fetch(`${svc.url}/v1/health`)).json()) as {
       checks: { seeding: { active_jobs: number; torrents: number } };
     };
@@ -52,17 +50,26 @@ describe("cancel", () => {
 
   test("DELETE of a ready request stops seeding once no other live request needs it", async () => {
     const data = bytesRoute({ size: 300_000, seed: 52, contentType: "text/plain" });
-    const o = await origin({ "/d.txt": data });
+    const other = bytesRoute({ size: 1_000, seed: 54, contentType: "text/plain" });
+    const o = await origin({ "/d.txt": data, "/other.txt": other });
     const svc = await service();
     const first = await svc.create({ url: o.url("/d.txt") });
     const st = await svc.waitFor(first);
+    // an unrelated torrent, deleted with `first`: once the node has dropped it, a seeding reconcile
+    // has run that already saw `first` deleted
+    const marker = await svc.waitFor(await svc.create({ url: o.url("/other.txt") }));
+    expect(marker.status).toBe("ready");
+    const unseeded = (infohash: unknown) => (l: Record<string, unknown>) =>
+      l.unseeded === true && l.infohash === infohash;
     const second = await svc.create({ url: o.url("/d.txt") }); // answered from the ready result
     expect((await svc.status(second)).status).toBe("ready");
     const webseed = `${svc.url}/webseed/${st.content_hash}/d.txt`;
     expect((await fetch(webseed, { headers: { range: "bytes=0-9" } })).status).toBe(206);
 
     await svc.api(`/v1/requests/${first}`, { method: "DELETE" });
-    await Bun.sleep(2500); // longer than the node's 2 s seeding reconcile
+    await svc.api(`/v1/requests/${marker.id}`, { method: "DELETE" });
+    await svc.waitForLog(unseeded(marker.infohash), "the node to stop seeding the unrelated torrent", 10_000);
+    expect(svc.logs().filter(unseeded(st.infohash))).toEqual([]);
     expect((await fetch(webseed, { headers: { range: "bytes=0-9" } })).status).toBe(206); // `second` still needs it
     expect((await svc.status(second)).status).toBe("ready");
 
@@ -75,8 +82,11 @@ describe("cancel", () => {
     }
     expect(status).toBe(404);
     // the web seed refuses at once; the swarm then finishes removing the torrent and says so
-    while (!svc.output.includes('"msg":"stopped seeding"') && Date.now() < deadline) await Bun.sleep(50);
-    expect(svc.output).toContain('"msg":"stopped seeding"');
+    await svc.waitForLog(
+      unseeded(st.infohash),
+      "the node to stop seeding it",
+      Math.max(0, deadline - Date.now()),
+    );
     expect((await svc.api(`/v1/requests/${second}/torrent`)).status).toBe(400);
   });
 });

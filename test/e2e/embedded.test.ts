@@ -197,15 +197,15 @@ describe("the running service", () => {
     expect(res.headers.get("x-request-id")).toBe("trace-e2e-42");
     const { id } = (await res.json()) as { id: string };
     await svc.waitFor(id);
-    const lines = svc.output
-      .split("\n")
-      .filter((l) => l.startsWith("{"))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = svc.logs();
     const pipeline = lines.filter((l) => l.request_id === "trace-e2e-42" && l.job_id);
-    expect(pipeline.map((l) => l.msg)).toEqual(
-      expect.arrayContaining(["fetch started", "fetch finished", "job ready"]),
-    );
-    expect(lines.some((l) => l.msg === "http request" && l.request_id === "trace-e2e-42")).toBe(true);
+    expect(pipeline.some((l) => typeof l.attempt === "number")).toBe(true); // fetch started
+    expect(pipeline.some((l) => typeof l.content_hash === "string")).toBe(true); // fetch finished
+    expect(pipeline.some((l) => l.job_status === "ready")).toBe(true);
+    // the API's own line for the POST
+    expect(
+      lines.some((l) => l.method === "POST" && l.path === "/v1/requests" && l.request_id === "trace-e2e-42"),
+    ).toBe(true);
     // neither the caller's bearer token nor the URL's query string reaches the log
     expect(svc.output).not.toContain(TOKEN);
     expect(svc.output).not.toContain("q5ecr3t");

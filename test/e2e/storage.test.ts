@@ -82,8 +82,8 @@ describe("file modes", () => {
     await writeFile(join(base, "left-by-an-old-version.txt"), "x", { mode: 0o644 });
     const svc = await started({ basePath: base });
     expect(await mode(base)).toBe("700");
-    expect(svc.output).toContain("storage folder was readable by other users; made it private (0700)");
-    expect(svc.output).toContain('"was":"0755"');
+    // the warning names the folder and its old mode
+    expect(svc.logs().some((l) => l.level === "WARNING" && l.path === base && l.was === "0755")).toBe(true);
   });
 
   test("a database file outside the storage folder that others may read (0644) is made 0600 at start", async () => {
@@ -94,7 +94,7 @@ describe("file modes", () => {
     const svc = await started({ command: "api", env: { DATABASE__DATABASE_URL: `file:${file}` } });
     expect(await mode(file)).toBe("600");
     expect(await mode(`${file}-wal`)).toBe("600");
-    expect(svc.output).toContain("database file was readable by other users; made it private (0600)");
+    expect(svc.logs().some((l) => l.level === "WARNING" && l.path === file && l.was === "0644")).toBe(true);
   });
 });
 
@@ -154,7 +154,7 @@ describe("node names among processes sharing a database", () => {
     // once the first has stopped, the name is free
     await services.find((s) => s.port !== api.port && s.env.NODE__NAME === "twin")!.stop();
     const again = await started({ command: "seeder", nodeHttpPort: await freePort(), env });
-    expect(again.output).toContain('"msg":"node started"');
+    expect(again.logs().some((l) => typeof l.reseed_ms === "number")).toBe(true); // the node started
     expect(await names()).toEqual(["twin"]);
   });
 });

@@ -13,6 +13,7 @@ import { createClient } from "@libsql/client/http";
 import { type HranaServer, startHranaServer } from "../../seeder/dev/hrana/server";
 import { openDatabase, runMigrations } from "../../seeder/process/database";
 import { loadConfig } from "../../src/config";
+import { until } from "../support/poll";
 import { raw } from "../support/raw-http";
 
 const dir = mkdtempSync(join(tmpdir(), "pt-hrana-"));
@@ -227,7 +228,7 @@ describe("interactive transactions (batons)", () => {
       await tx.execute({ sql: "INSERT INTO items (name) VALUES (?)", args: ["lock-2"] });
       await tx.commit();
     })();
-    while (server.stats().busyRetries === retriesBefore) await Bun.sleep(5);
+    await until(() => server.stats().busyRetries > retriesBefore, "a busy retry", 10_000, 5);
     // …so the first can still commit, which lets the second through
     await first.commit();
     await second;
@@ -285,7 +286,7 @@ describe("abandoned streams", () => {
       expect(body.results.map((r) => r.type)).toEqual(["ok", "ok"]);
       expect(body.baton).toBeString();
       // when
-      while (short.stats().openStreams > 0) await Bun.sleep(10);
+      await until(() => short.stats().openStreams === 0, "the idle stream to be closed", 10_000, 10);
       // then
       const gone = await direct.execute("SELECT count(*) AS n FROM items WHERE name = 'abandoned'");
       expect(Number(gone.rows[0]!.n)).toBe(0);

@@ -94,12 +94,13 @@ export async function fetchError(
     headers?: Record<string, string>;
     body?: string | null;
     signal?: AbortSignal;
+    onProgress?: (bytes: number) => void;
   } = {},
 ): Promise<import("../../seeder/node/fetcher").FetchError> {
   try {
     const r = await h.fetcher.fetch(
       { url, method: extra.method ?? "GET", headers: extra.headers ?? {}, body: extra.body ?? null },
-      { signal: extra.signal ?? new AbortController().signal },
+      { signal: extra.signal ?? new AbortController().signal, onProgress: extra.onProgress },
     );
     throw new Error(`expected the fetch to fail, got ${JSON.stringify(r)}`);
   } catch (e) {

@@ -19,6 +19,7 @@ import {
   statusRoute,
   textRoute,
 } from "../support/origin";
+import { until } from "../support/poll";
 import { type Microsocks, startMicrosocks } from "../support/socks";
 import { startConnectProxy } from "./connect-proxy";
 import {
@@ -378,9 +379,13 @@ describe("never reused after an unfinished response", () => {
     });
     await withHarness(async (h) => {
       const ac = new AbortController();
-      const pending = fetchError(h, origin.url("/stall"), { signal: ac.signal });
-      while (origin.count("/stall") === 0) await Bun.sleep(10);
-      await Bun.sleep(50);
+      let received = 0;
+      const pending = fetchError(h, origin.url("/stall"), {
+        signal: ac.signal,
+        onProgress: (n) => (received = n),
+      });
+      // mid-body: some of the 1000 bytes have been written
+      await until(() => received > 0, "the first body bytes", 10_000);
       ac.abort();
       expect((await pending).code).toBe("aborted");
       await get(h, origin.url("/hello"));
@@ -474,7 +479,7 @@ describe("idle connections", () => {
     const raw = await newRawOrigin(() => ({ send: ok("hi") }), { idleCloseMs: 50 });
     await withHarness(async (h) => {
       await get(h, `http://127.0.0.1:${raw.port}/a`);
-      await Bun.sleep(200);
+      await until(() => raw.closed === 1, "the server to close the idle connection", 10_000);
       await get(h, `http://127.0.0.1:${raw.port}/b`);
       expect(raw.connections).toBe(2);
     });
@@ -582,7 +587,8 @@ describe("idle connections", () => {
       async (h) => {
         await Promise.all([1, 2, 3].map(() => get(h, origin.url("/slow"))));
         expect(origin.connections).toBe(3);
-        await Bun.sleep(20);
+        // the pool settles: the two connections over maxIdlePerKey are closed
+        await until(() => origin.open === 1, "one idle connection left", 10_000);
         await Promise.all([1, 2, 3].map(() => get(h, origin.url("/slow"))));
         // Only one of the three stayed idle: two more connections were needed.
         expect(origin.connections).toBe(5);

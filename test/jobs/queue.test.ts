@@ -8,6 +8,7 @@ import { fetchJobs } from "../../src/db/schema";
 import { advance, claimJobs, completeJob, failJob, heartbeat } from "../../src/jobs/queue";
 import { cancelRequest, createRequest, getRequest } from "../../src/requests/service";
 import { manualClock, tempDatabase } from "../support/db";
+import { until } from "../support/poll";
 
 const base = {
   method: "GET",
@@ -26,11 +27,30 @@ describe("claiming", () => {
     const clock = manualClock(Date.now());
     for (let i = 0; i < 60; i++) await createRequest(t.db, clock, { ...base, url: `http://o.test/${i}` });
     const worker = join(import.meta.dir, "claim-worker.ts");
-    const startAt = String(Date.now() + 1500);
-    const run = (name: string) =>
-      Bun.spawn([process.execPath, worker, t.url, name, startAt], { stdout: "pipe", stderr: "inherit" });
+    const run = (name: string) => {
+      const p = Bun.spawn([process.execPath, worker, t.url, name], {
+        stdin: "pipe",
+        stdout: "pipe",
+        stderr: "inherit",
+      });
+      const out = { text: "" };
+      const done = (async () => {
+        const dec = new TextDecoder();
+        const reader = p.stdout.getReader();
+        for (let r = await reader.read(); !r.done; r = await reader.read())
+          out.text += dec.decode(r.value, { stream: true });
+      })();
+      return { p, out, done };
+    };
     const procs = [run("a"), run("b")];
-    const outputs = await Promise.all(procs.map((p) => new Response(p.stdout).text()));
+    // both have opened the database; then both start at once
+    await until(() => procs.every((r) => r.out.text.startsWith("ready\n")), "both claim workers to be ready");
+    for (const { p } of procs) {
+      p.stdin.write("go\n");
+      p.stdin.end();
+    }
+    await Promise.all(procs.map((r) => r.done));
+    const outputs = procs.map((r) => r.out.text.slice("ready\n".length));
     const ids = outputs.flatMap((o) => o.split("\n").filter(Boolean));
     expect(ids.length).toBe(60);
     expect(new Set(ids).size).toBe(60);

@@ -58,6 +58,8 @@ export interface Origin {
   count(path?: string): number;
   /** TCP connections accepted so far (also those that never sent a request). */
   readonly connections: number;
+  /** TCP connections open right now. */
+  readonly open: number;
   /** Add or replace a route. */
   route(path: string, handler: Route): void;
   close(): Promise<void>;
@@ -134,6 +136,9 @@ export async function startOrigin(
     count: (path) => (path === undefined ? requests.length : requests.filter((r) => r.path === path).length),
     get connections() {
       return connections;
+    },
+    get open() {
+      return sockets.size;
     },
     route: (path, h) => {
       table.set(path, h);

@@ -7,6 +7,7 @@ import { join, resolve } from "node:path";
 import { type Subprocess, spawn } from "bun";
 import { ApiClient } from "./api-client";
 import { freePort, tmpDir } from "./clients";
+import { until } from "./poll";
 
 export const ROOT = resolve(import.meta.dir, "..", "..");
 export const CLI = join(ROOT, "bin", "proxytorrent");
@@ -104,6 +105,38 @@ export class Service extends ApiClient {
       if (done) break;
       this.output += dec.decode(value, { stream: true });
     }
+  }
+
+  /** The JSON log lines written so far, parsed (other output is skipped). Match on fields, not on `msg`. */
+  logs(): Record<string, unknown>[] {
+    const out: Record<string, unknown>[] = [];
+    for (const line of this.output.split("\n")) {
+      if (!line.startsWith("{")) continue;
+      try {
+        out.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        // a line still being written
+      }
+    }
+    return out;
+  }
+
+  /** Poll until a log line satisfies `pred`; returns it. */
+  async waitForLog(
+    pred: (line: Record<string, unknown>) => boolean,
+    what: string,
+    timeoutMs = 30_000,
+  ): Promise<Record<string, unknown>> {
+    let found: Record<string, unknown> | undefined;
+    await until(
+      () => {
+        found = this.logs().find(pred);
+        return found !== undefined;
+      },
+      `${what}\n${this.output.slice(-4000)}`,
+      timeoutMs,
+    );
+    return found!;
   }
 
   protected get token(): string {

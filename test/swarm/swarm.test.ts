@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { connect, createServer, type Socket } from "node:net";
 import { Swarm } from "../../seeder/node/swarm/swarm";
 import { freePort, libtorrentDownload, removeTmpDirs, sha256File, tmpDir } from "../support/clients";
+import { until } from "../support/poll";
 import { randomContent, saveTorrent, startNodeHttp } from "../support/seeder-fixture";
 
 /** bun's default per-test limit is 5 s and bunfig's `[test] timeout` is ignored by bun 1.4.5. */
@@ -171,7 +172,8 @@ describe("given the tracker is not reachable yet when the torrent is seeded (nod
       // Now the node's HTTP server starts, and initially does not know the torrent either.
       const node = startNodeHttp({ port: trackerPort });
       cleanups.push(() => node.close());
-      await Bun.sleep(1500);
+      // the seeder's retry reaches it and is refused (unknown torrent) before the node allows it
+      await until(() => node.hits.announce! > 0, "a retried announce from the seeder", 10_000);
       node.allowed.add(t.infohash);
 
       const file = await libtorrentDownload({

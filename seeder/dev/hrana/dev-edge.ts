@@ -53,6 +53,8 @@ export interface EdgeDevOptions {
   signal?: AbortSignal;
   /** The Node.js binary that runs wrangler (wrangler does not run on Bun). Default: `node` on PATH. */
   nodeBinary?: string;
+  /** Another Worker entry instead of wrangler.toml's `main` (tests: a wrapper of edge/worker.ts). */
+  main?: string;
 }
 
 export interface EdgeDev {
@@ -240,6 +242,7 @@ export async function startEdgeDev(opts: EdgeDevOptions): Promise<EdgeDev> {
   const args = [
     WRANGLER_JS,
     "dev",
+    ...(opts.main ? [opts.main] : []),
     "--config",
     join(PROJECT_ROOT, "wrangler.toml"),
     "--env-file",

@@ -5,7 +5,7 @@
  * TEST AND DEVELOPMENT SUPPORT ONLY, never a production component. Production is Turso or a
  * self-hosted sqld. It listens on loopback only, has no TLS, keeps no replication log and runs every
  * statement synchronously on the event loop. No sqld can be installed on the development machines
- * (see NOTES-stack.md), which is why this exists at all.
+ * (and the `turso` npm package's sync server speaks only part of Hrana), which is why this exists.
  *
  * What it speaks (the JSON encoding of Hrana 2, which is what @libsql/client's http mode, drizzle and
  * drizzle-kit use; they fall back to v2 when the v3 probe answers 404):

@@ -1,5 +1,5 @@
 /**
- * Minimal types for the untyped BitTorrent packages, limited to what seeder/swarm uses. They
+ * Minimal types for the untyped BitTorrent packages, limited to what seeder/node/swarm uses. They
  * describe webtorrent 3.0.21, create-torrent 6.1.3 and bittorrent-tracker 11.2.3 (pinned in
  * package.json); re-check against their sources when bumping those versions.
  */
