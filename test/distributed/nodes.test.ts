@@ -86,7 +86,8 @@ describe("the Worker and a Bun seeder node", () => {
     };
     expect(health.runtime).toBe("workerd");
     expect(health.checks.nodes!.names).toContain("edge-node");
-    expect(node.logs().some((l) => l.job_status === "ready")).toBe(true);
+    // the node logs after its commit, so the line may trail the API's "ready" a little
+    await node.waitForLog((l) => l.job_status === "ready", "the node to log the job ready");
   });
 });
 
@@ -111,7 +112,7 @@ describe("several nodes", () => {
     expect(st.status).toBe("ready");
     expect(st.content_hash).toBe(slow.body.sha256());
     expect(origin.count("/slow.txt")).toBe(2); // the killed attempt and the one that finished
-    expect(b.logs().some((l) => l.job_status === "ready")).toBe(true);
+    await b.waitForLog((l) => l.job_status === "ready", "node-b to log the job ready");
     expect(await downloadAndHash(await api.torrent(id))).toBe(slow.body.sha256());
     const list = (await (await api.api(`/v1/requests/${id}`)).json()) as { status: string };
     expect(list.status).toBe("ready");
@@ -143,6 +144,8 @@ describe("several nodes", () => {
     for (const d of done) expect(byHash.has(d.content_hash)).toBe(true);
     // both nodes did work (otherwise this proves nothing about sharing)
     const readyOn = (n: Service) => n.logs().filter((l) => l.job_status === "ready").length;
+    // each node logs after its commit: wait for the lines to catch up with the API's answers
+    await until(() => readyOn(a) + readyOn(b) >= 24, "both nodes to log every job ready", 10_000);
     expect(readyOn(a) + readyOn(b)).toBe(24);
     expect(readyOn(a)).toBeGreaterThan(0);
     expect(readyOn(b)).toBeGreaterThan(0);
