@@ -38,7 +38,7 @@ import {
 } from "../../webhooks/schemas";
 import type { AppDeps, AppEnv } from "../app";
 import { ApiError, boundedInput, validationDetail } from "../errors";
-import { auth, type Principal, requireScope } from "../middleware/auth";
+import { type Principal, requireScope } from "../middleware/auth";
 import { jsonBody } from "../middleware/body";
 import { errorResponse } from "../schemas";
 
@@ -110,7 +110,6 @@ export function deliveryBody(d: DeliveryWithAttempts) {
 export function webhookRoutes(deps: AppDeps) {
   const { db, clock, config } = deps;
   const app = new Hono<AppEnv>();
-  app.use(auth(deps));
   const policy = webhookEgressPolicy(config);
 
   const owns = (tenant: string | null, who: Principal) => who.admin || tenant === who.id;
