@@ -2,7 +2,8 @@
  * What the API does with a caller's request: create (sharing a fetch with identical requests in
  * flight, or answering from a ready result younger than `ttl`), read, and cancel.
  */
-import { and, desc, eq, gte, inArray, isNull, sql } from "drizzle-orm";
+import { and, desc, eq, gte, inArray, sql } from "drizzle-orm";
+import { sha256Hex } from "../auth/crypto";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
 import { type FetchJob, fetchJobs, fetchRequests, type JobEgress, type JobStatus } from "../db/schema";
@@ -97,8 +98,7 @@ export async function fingerprintOf(
     ...egress,
     ...tenant,
   ]);
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(canonical));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return sha256Hex(canonical);
 }
 
 export async function createRequest(db: Database, clock: Clock, input: NewRequest): Promise<RequestView> {
@@ -312,22 +312,4 @@ export async function cancelRequest(db: Database, clock: Clock, id: string): Pro
        AND status NOT IN ('error', 'cancelled')
        AND NOT EXISTS (SELECT 1 FROM fetch_requests WHERE job_id = ${jobId} AND cancelled_at IS NULL)`);
   return true;
-}
-
-/** Requests of one owner (or all, for admins), newest first. */
-export async function listRequests(
-  db: Database,
-  opts: { userId: string | null | undefined; limit: number },
-): Promise<RequestView[]> {
-  const q = db
-    .select(viewColumns)
-    .from(fetchRequests)
-    .innerJoin(fetchJobs, eq(fetchJobs.id, fetchRequests.jobId));
-  const rows = await (opts.userId === undefined
-    ? q
-    : q.where(opts.userId === null ? isNull(fetchRequests.userId) : eq(fetchRequests.userId, opts.userId))
-  )
-    .orderBy(desc(fetchRequests.createdAt))
-    .limit(opts.limit);
-  return rows.map(toView);
 }

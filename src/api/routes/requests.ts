@@ -4,8 +4,7 @@
  * only its own requests (another caller's id is 404, as if it did not exist).
  */
 import { Hono } from "hono";
-import { describeRoute, resolver, validator } from "hono-openapi";
-import type * as v from "valibot";
+import { describeRoute, validator } from "hono-openapi";
 import { iso } from "../../clock";
 import { createEgressPolicy, EgressRefusedError, parseAndCheckTarget } from "../../egress";
 import { isDroppedHeader } from "../../requests/headers";
@@ -21,21 +20,18 @@ import { webhookEgressPolicy, webhookUrlRefusal } from "../../webhooks/destinati
 import { deliveriesForRequest } from "../../webhooks/outbox";
 import { deliveryListResponse } from "../../webhooks/schemas";
 import type { AppDeps, AppEnv } from "../app";
-import { ApiError, notFound, validationDetail } from "../errors";
+import { ApiError, notFound } from "../errors";
 import { type Principal, requireScope } from "../middleware/auth";
 import { jsonBody } from "../middleware/body";
 import { rateLimitCreates } from "../middleware/rate-limit";
 import {
   createRequestResponse,
   createRequestSchema,
-  errorResponse,
   magnetResponse,
   requestStatusResponse,
 } from "../schemas";
-import { deliveryBody, fieldError } from "./webhooks";
-
-const json = (schema: v.GenericSchema) => ({ "application/json": { schema: resolver(schema) } });
-const err = (description: string) => ({ description, content: json(errorResponse) });
+import { err, fieldError, invalid, json } from "./shared";
+import { deliveryBody } from "./webhooks";
 
 function statusBody(r: RequestView) {
   return {
@@ -134,9 +130,8 @@ export function requestRoutes(deps: AppDeps) {
     requireScope("requests:create"),
     jsonBody,
     validator("json", createRequestSchema(config.cache.maxTtl, config.cache.defaultTtl), (result, c) => {
-      if (!result.success) {
-        return c.json({ detail: validationDetail(result.error as readonly v.BaseIssue<unknown>[]) }, 422);
-      }
+      const refused = invalid(result, c);
+      if (refused) return refused;
       checkTargetUrl(result.data.url);
       if (result.data.callback_url) checkCallbackUrl(result.data.callback_url);
     }),
