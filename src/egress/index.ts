@@ -38,5 +38,6 @@ export {
   EgressRefusedError,
   parseAndCheckTarget,
   type RefusalReason,
+  targetUrlRefusal,
 } from "./policy";
 export { parseTargetUrl, type TargetUrl, TargetUrlError, type UrlProblem } from "./url";

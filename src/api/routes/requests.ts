@@ -6,7 +6,7 @@
 import { Hono } from "hono";
 import { describeRoute, validator } from "hono-openapi";
 import { iso } from "../../clock";
-import { createEgressPolicy, EgressRefusedError, parseAndCheckTarget } from "../../egress";
+import { createEgressPolicy, targetUrlRefusal } from "../../egress";
 import { isDroppedHeader } from "../../requests/headers";
 import {
   cancelRequest,
@@ -16,7 +16,7 @@ import {
   type RequestView,
   requiredEgress,
 } from "../../requests/service";
-import { webhookEgressPolicy, webhookUrlRefusal } from "../../webhooks/destination";
+import { webhookEgressPolicy } from "../../webhooks/destination";
 import { deliveriesForRequest } from "../../webhooks/outbox";
 import { deliveryListResponse } from "../../webhooks/schemas";
 import type { AppDeps, AppEnv } from "../app";
@@ -94,18 +94,14 @@ export function requestRoutes(deps: AppDeps) {
     urlDenylist: config.fetcher.urlDenylist,
   });
   function checkTargetUrl(url: string) {
-    try {
-      parseAndCheckTarget(url, fetchPolicy);
-    } catch (e) {
-      if (e instanceof EgressRefusedError) throw fieldError("url", e.message, withoutUserinfo(url));
-      throw e;
-    }
+    const refusal = targetUrlRefusal(url, fetchPolicy);
+    if (refusal) throw fieldError("url", refusal, withoutUserinfo(url));
   }
 
   // callback_url: refused destinations (literal private addresses, internal names) are 422 at once.
   const webhookPolicy = webhookEgressPolicy(config);
   function checkCallbackUrl(url: string) {
-    const refusal = webhookUrlRefusal(url, webhookPolicy);
+    const refusal = targetUrlRefusal(url, webhookPolicy);
     if (refusal) throw fieldError("callback_url", refusal, url);
     if (config.webhook.secrets.length === 0)
       throw fieldError("callback_url", "callback_url needs WEBHOOK__SECRET to be set on this service", url);

@@ -8,7 +8,8 @@ import { Hono } from "hono";
 import { describeRoute, validator } from "hono-openapi";
 import { iso } from "../../clock";
 import type { WebhookEndpoint } from "../../db/schema";
-import { webhookEgressPolicy, webhookUrlRefusal } from "../../webhooks/destination";
+import { targetUrlRefusal } from "../../egress";
+import { webhookEgressPolicy } from "../../webhooks/destination";
 import {
   countEndpoints,
   createEndpoint,
@@ -104,7 +105,7 @@ export function webhookRoutes(deps: AppDeps) {
   }
 
   function checkUrl(url: string) {
-    const refusal = webhookUrlRefusal(url, policy);
+    const refusal = targetUrlRefusal(url, policy);
     if (refusal) throw fieldError("url", refusal, url);
   }
 
