@@ -3,7 +3,7 @@
  * share it) or a remote libSQL/Turso URL. Migrations are the SQL files drizzle-kit generated.
  */
 import { mkdirSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { type Client, createClient } from "@libsql/client";
 import { ConnectionPool } from "@libsql/client/sqlite3";
 import { migrate } from "drizzle-orm/libsql/migrator";
@@ -107,8 +107,6 @@ export function describeDatabaseError(e: unknown): string {
   const inner = chain.filter((c) => !c.message.startsWith("Failed query:")).at(-1) ?? chain.at(-1);
   return (inner?.message ?? String(e)).split("\n")[0]!.slice(0, 300);
 }
-
-export const defaultMigrationsJournal = join(MIGRATIONS_DIR, "meta", "_journal.json");
 
 // ---- statement cache for @libsql/client's file driver -------------------------------------------
 //

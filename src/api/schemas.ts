@@ -101,8 +101,6 @@ export const createRequestSchema = (maxTtl: number, defaultTtl: number) =>
     ),
   });
 
-export type CreateRequestInput = v.InferOutput<ReturnType<typeof createRequestSchema>>;
-
 const timestamp = v.pipe(v.string(), v.description("ISO 8601, UTC"));
 
 export const createRequestResponse = v.object({
@@ -154,11 +152,4 @@ export const healthResponse = v.object({
   runtime: v.picklist(["bun", "workerd"]),
   uptime: v.number(),
   checks: v.record(v.string(), v.object({ status: v.string() })),
-});
-
-export const rootResponse = v.object({
-  service: v.string(),
-  version: v.string(),
-  docs: v.string(),
-  openapi: v.string(),
 });

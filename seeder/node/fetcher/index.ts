@@ -42,8 +42,8 @@ import { canResume, recover } from "./resume";
 import { FetchRun } from "./run";
 
 export type { Dial, Resolve } from "./connect";
-export { FetchError, type FetchErrorCode, isTransientStatus } from "./errors";
-export { isMimeAllowed, mimeEssence } from "./mime";
+export { FetchError } from "./errors";
+export { isMimeAllowed } from "./mime";
 
 export interface FetchSpec {
   url: string;
