@@ -11,7 +11,7 @@ import { constants, createReadStream } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { openRemoteHash, type RemoteHash } from "./hashing/pool";
+import { openRemoteHash, type RemoteHash } from "./hashing/hash-workers";
 import { type StreamDigest, StreamHasher } from "./hashing/stream-hasher";
 
 const HEX64 = /^[0-9a-f]{64}$/;

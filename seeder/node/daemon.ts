@@ -30,7 +30,7 @@ import { ownRegistrations, recordRegistration } from "./storage";
 import type { Swarm } from "./swarm/swarm";
 import { createTorrentFile, magnetFor, torrentFromPieces, torrentNameFromUrl } from "./swarm/torrent";
 import type { Tracker } from "./swarm/tracker";
-import { webSeedResponse } from "./swarm/webseed";
+import { webSeedHash, webSeedResponse, webSeedUrl } from "./swarm/webseed";
 
 export interface NodeDeps {
   config: Config;
@@ -216,9 +216,8 @@ export class SeederNode {
   async handleHttp(req: Request, remoteAddress: string): Promise<Response | null> {
     const path = new URL(req.url).pathname;
     if (path === "/announce" || path === "/scrape") return this.deps.tracker.handle(req, remoteAddress);
-    const m = /^\/webseed\/([0-9a-f]{64})(?:\/.*)?$/.exec(path);
-    if (m) {
-      const hash = m[1]!;
+    const hash = webSeedHash(path);
+    if (hash) {
       const entry = this.seededContent.get(hash);
       if (!entry) return new Response("Not seeded here\n", { status: 404 });
       const res = webSeedResponse(req, this.deps.store.pathFor(hash), entry.size, entry.name);
@@ -343,7 +342,7 @@ export class SeederNode {
       size: got.size,
       private: config.torrent.private,
       announce: trackers,
-      urlList: [`${config.node.publicUrl}/webseed/${got.contentHash}/`],
+      urlList: [webSeedUrl(config.node.publicUrl, got.contentHash)],
       createdBy: `ProxyTorrent/${config.appVersion}`,
     };
     // Piece hashes computed while the body streamed in (size known up front) spare a re-read.

@@ -3,7 +3,7 @@
  * share it) or a remote libSQL/Turso URL. Migrations are the SQL files drizzle-kit generated.
  */
 import { mkdirSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { type Client, createClient } from "@libsql/client";
 import { migrate } from "drizzle-orm/libsql/migrator";
 import { type Config, maskUrlSecrets } from "../../src/config";
@@ -109,5 +109,3 @@ export function describeDatabaseError(e: unknown): string {
   const inner = chain.filter((c) => !c.message.startsWith("Failed query:")).at(-1) ?? chain.at(-1);
   return (inner?.message ?? String(e)).split("\n")[0]!.slice(0, 300);
 }
-
-export const defaultMigrationsJournal = join(MIGRATIONS_DIR, "meta", "_journal.json");

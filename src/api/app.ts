@@ -2,8 +2,9 @@
  * The Hono application, built by a factory from its dependencies so the embedded server, the
  * Bun-only API process, the Worker and the tests all construct it the same way.
  *
- * Order: request id → canonical request log line → body size limit → routes (root, docs, health,
- * v1 requests) → one error renderer.
+ * Order: request id → canonical request log line → body size limit → authentication (once, for
+ * everything under the API prefix except the public paths) → routes (root, docs, health, v1
+ * requests, v1 webhooks) → one error renderer.
  */
 import { Hono } from "hono";
 import { requestId } from "hono/request-id";
@@ -15,7 +16,7 @@ import type { Database } from "../db";
 import type { Logger } from "../log";
 import { DOCS_ASSET_PATHS, type DocsAssets, mountDocs } from "./docs";
 import { renderError } from "./errors";
-import type { Principal } from "./middleware/auth";
+import { auth, type Principal } from "./middleware/auth";
 import { requestBodyLimit } from "./middleware/body";
 import { healthRoutes } from "./routes/health";
 import { requestRoutes } from "./routes/requests";
@@ -91,6 +92,21 @@ export function createApp(deps: AppDeps) {
   });
   // Before auth and every route: nothing reads more than this (see middleware/body.ts).
   app.use(requestBodyLimit(config.security.maxBodyBytes));
+  // One authenticator per app, so one JWKS cache and one lock-out memo serve every route. Everything
+  // under the API prefix needs credentials unless listed here (the tracker and web seed are served
+  // before the app, by the node). With API_PREFIX=/ the prefix is "": the list covers the root too.
+  const publicPaths = new Set<string>([
+    "/",
+    "/openapi.json",
+    "/docs",
+    ...DOCS_ASSET_PATHS,
+    `${config.apiPrefix}/docs`,
+    `${config.apiPrefix}/health`,
+  ]);
+  const authenticate = auth(deps);
+  app.use(`${config.apiPrefix}/*`, (c, next) =>
+    publicPaths.has(c.req.path) ? next() : authenticate(c, next),
+  );
   app.onError((err, c) => renderError(err, c, log));
   app.notFound((c) => c.json({ detail: "Not Found" }, 404));
 

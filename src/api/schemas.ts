@@ -4,33 +4,21 @@
  */
 import * as v from "valibot";
 import { JOB_STATUSES } from "../db/schema";
+import { httpUrlField } from "../egress/url-field";
 import { callbackUrlField } from "../webhooks/schemas";
 
 export const METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"] as const;
 
 const targetUrl = v.pipe(
-  v.string("url must be a string"),
-  v.trim(),
-  v.maxLength(2083, "URL is longer than 2083 characters"),
-  v.rawTransform(({ dataset, addIssue, NEVER }) => {
-    let u: URL;
-    try {
-      u = new URL(dataset.value);
-    } catch {
-      addIssue({ message: "Input should be a valid URL" });
-      return NEVER;
-    }
-    if (u.protocol !== "http:" && u.protocol !== "https:") {
-      addIssue({ message: "URL scheme should be 'http' or 'https'" });
-      return NEVER;
-    }
-    if (!u.hostname) {
-      addIssue({ message: "URL has no host" });
-      return NEVER;
-    }
-    return u.href;
+  httpUrlField({
+    messages: {
+      type: "url must be a string",
+      tooLong: "URL is longer than 2083 characters",
+      invalid: "Input should be a valid URL",
+      scheme: "URL scheme should be 'http' or 'https'",
+    },
+    problem: (u) => (u.hostname ? null : "URL has no host"),
   }),
-  v.metadata({ format: "uri" }),
   v.description("The URL the node fetches (http or https)."),
 );
 
@@ -113,8 +101,6 @@ export const createRequestSchema = (maxTtl: number, defaultTtl: number) =>
     ),
   });
 
-export type CreateRequestInput = v.InferOutput<ReturnType<typeof createRequestSchema>>;
-
 const timestamp = v.pipe(v.string(), v.description("ISO 8601, UTC"));
 
 export const createRequestResponse = v.object({
@@ -166,11 +152,4 @@ export const healthResponse = v.object({
   runtime: v.picklist(["bun", "workerd"]),
   uptime: v.number(),
   checks: v.record(v.string(), v.object({ status: v.string() })),
-});
-
-export const rootResponse = v.object({
-  service: v.string(),
-  version: v.string(),
-  docs: v.string(),
-  openapi: v.string(),
 });

@@ -12,7 +12,6 @@ import { randomHex } from "./crypto";
 
 export const API_KEY_PREFIX = "pt_";
 const KEY_RE = /^pt_([0-9a-f]{16})_([0-9a-f]{64})$/;
-export const KEY_ID_RE = /^[0-9a-f]{16}$/;
 
 export function generateApiKey(): { id: string; key: string } {
   const id = randomHex(8);

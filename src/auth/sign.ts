@@ -64,7 +64,10 @@ export async function signatureHeaders(
   };
 }
 
-/** A copy of `req` carrying a signature (the body is read once and sent as given). */
+/**
+ * A copy of `req` carrying a signature (the body is read once and sent as given).
+ * @public For clients (README, docs/auth.md); nothing in this repository calls it.
+ */
 export async function signRequest(key: string, req: Request, opts: SignOptions = {}): Promise<Request> {
   const body = req.body ? new Uint8Array(await req.arrayBuffer()) : null;
   const extra = await signatureHeaders(key, { method: req.method, url: req.url, body }, opts);

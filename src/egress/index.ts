@@ -4,28 +4,14 @@
  */
 export {
   type AddressClass,
-  type AddressInfo,
-  type AddressPolicyOptions,
-  addressForms,
-  addressRefusal,
   classifyAddress,
-  describeAddressClass,
-  type EmbeddingForm,
   isForbiddenAddress,
-  METADATA_ADDRESSES,
-  PRIVATE_NETWORK_CLASSES,
 } from "./address";
 export {
-  addressMatchesPattern,
-  allowlistNeedsAddresses,
   checkHostLists,
   compileHostPatterns,
-  type HostListVerdict,
-  type HostPattern,
   hostMatches,
   internalHostnameKind,
-  METADATA_HOSTNAMES,
-  normaliseHost,
 } from "./hosts";
 export {
   checkAddresses,
@@ -34,9 +20,8 @@ export {
   createEgressPolicy,
   type EgressPolicy,
   type EgressPolicySettings,
-  type EgressRefusal,
   EgressRefusedError,
   parseAndCheckTarget,
-  type RefusalReason,
+  targetUrlRefusal,
 } from "./policy";
-export { parseTargetUrl, type TargetUrl, TargetUrlError, type UrlProblem } from "./url";
+export { parseTargetUrl, type TargetUrl } from "./url";

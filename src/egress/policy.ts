@@ -142,6 +142,20 @@ export function parseAndCheckTarget(raw: string, policy: EgressPolicy, base?: st
 }
 
 /**
+ * Why `raw` is refused before any lookup (caller-readable), or null when it may go on. The API's
+ * check of a new request's `url` and of a webhook URL: names that need resolving are judged later.
+ */
+export function targetUrlRefusal(raw: string, policy: EgressPolicy): string | null {
+  try {
+    parseAndCheckTarget(raw, policy);
+    return null;
+  } catch (e) {
+    if (e instanceof EgressRefusedError) return e.message;
+    throw e;
+  }
+}
+
+/**
  * Step 2: judge every address a name resolved to. Refuses if ANY is not allowed (an attacker's
  * name may list a public and a private address, hoping the connect picks the private one).
  * Returns the classified addresses to connect to, in the resolver's order.

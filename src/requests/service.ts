@@ -3,6 +3,7 @@
  * flight, or answering from a ready result younger than `ttl`), read, and cancel.
  */
 import { and, desc, eq, gte, inArray, isNull, notExists, notInArray, sql } from "drizzle-orm";
+import { sha256Hex } from "../auth/crypto";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
 import { type FetchJob, fetchJobs, fetchRequests, type JobEgress, type JobStatus } from "../db/schema";
@@ -98,8 +99,7 @@ export async function fingerprintOf(
     ...egress,
     ...tenant,
   ]);
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(canonical));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return sha256Hex(canonical);
 }
 
 export async function createRequest(db: Database, clock: Clock, input: NewRequest): Promise<RequestView> {
@@ -319,22 +319,4 @@ export async function cancelRequest(db: Database, clock: Clock, id: string): Pro
       ),
     );
   return true;
-}
-
-/** Requests of one owner (or all, for admins), newest first. */
-export async function listRequests(
-  db: Database,
-  opts: { userId: string | null | undefined; limit: number },
-): Promise<RequestView[]> {
-  const q = db
-    .select(viewColumns)
-    .from(fetchRequests)
-    .innerJoin(fetchJobs, eq(fetchJobs.id, fetchRequests.jobId));
-  const rows = await (opts.userId === undefined
-    ? q
-    : q.where(opts.userId === null ? isNull(fetchRequests.userId) : eq(fetchRequests.userId, opts.userId))
-  )
-    .orderBy(desc(fetchRequests.createdAt))
-    .limit(opts.limit);
-  return rows.map(toView);
 }

@@ -5,22 +5,11 @@
  * are resolved and every address is judged again when a node delivers.
  */
 import type { Config } from "../config";
-import { createEgressPolicy, type EgressPolicy, EgressRefusedError, parseAndCheckTarget } from "../egress";
+import { createEgressPolicy, type EgressPolicy } from "../egress";
 
 export function webhookEgressPolicy(config: Config): EgressPolicy {
   return createEgressPolicy({
     allowPrivateNetworks: config.egress.allowPrivateNetworks,
     urlDenylist: config.fetcher.urlDenylist,
   });
-}
-
-/** Why `url` may not receive webhooks (caller-readable), or null when it may. */
-export function webhookUrlRefusal(url: string, policy: EgressPolicy): string | null {
-  try {
-    parseAndCheckTarget(url, policy);
-    return null;
-  } catch (e) {
-    if (e instanceof EgressRefusedError) return e.message;
-    throw e;
-  }
 }

@@ -5,6 +5,7 @@
  */
 import { and, count, eq, isNull, sql } from "drizzle-orm";
 import type { SQLiteUpdateSetSource } from "drizzle-orm/sqlite-core";
+import { randomHex } from "../auth/crypto";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
 import {
@@ -18,12 +19,9 @@ import { generateSecret } from "./signing";
 
 /** Endpoints one tenant may register: each event fans out to all of them. */
 export const MAX_ENDPOINTS_PER_TENANT = 20;
-/** How long a rotated-out secret keeps signing unless the caller says otherwise. */
-export const DEFAULT_ROTATION_GRACE_SECONDS = 24 * 3600;
 
 export function newEndpointId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return `ep_${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+  return `ep_${randomHex(16)}`;
 }
 
 export async function countEndpoints(db: Database, tenant: string | null): Promise<number> {

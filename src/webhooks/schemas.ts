@@ -4,35 +4,21 @@
  */
 import * as v from "valibot";
 import { DELIVERY_STATUSES, WEBHOOK_EVENT_TYPES } from "../db/schema";
+import { httpUrlField } from "../egress/url-field";
 import { decodeSecret } from "./signing";
 
 /** An http(s) URL events are POSTed to. Egress rules are checked by the route (they need the config). */
 export const webhookUrl = (what: string) =>
-  v.pipe(
-    v.string(`${what} must be a string`),
-    v.trim(),
-    v.maxLength(2083, `${what} is longer than 2083 characters`),
-    v.rawTransform(({ dataset, addIssue, NEVER }) => {
-      let u: URL;
-      try {
-        u = new URL(dataset.value);
-      } catch {
-        addIssue({ message: `${what} should be a valid URL` });
-        return NEVER;
-      }
-      if (u.protocol !== "http:" && u.protocol !== "https:") {
-        addIssue({ message: `${what} scheme should be 'http' or 'https'` });
-        return NEVER;
-      }
-      if (u.username || u.password) {
-        addIssue({ message: `${what} must not contain a user name or password` });
-        return NEVER;
-      }
-      u.hash = "";
-      return u.href;
-    }),
-    v.metadata({ format: "uri" }),
-  );
+  httpUrlField({
+    messages: {
+      type: `${what} must be a string`,
+      tooLong: `${what} is longer than 2083 characters`,
+      invalid: `${what} should be a valid URL`,
+      scheme: `${what} scheme should be 'http' or 'https'`,
+    },
+    problem: (u) => (u.username || u.password ? `${what} must not contain a user name or password` : null),
+    dropFragment: true,
+  });
 
 /** `callback_url` of POST /v1/requests. */
 export const callbackUrlField = v.pipe(

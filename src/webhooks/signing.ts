@@ -8,29 +8,18 @@
  * space-separated; a receiver accepts the message if any one matches.
  */
 
+import { fromBase64, toBase64 } from "../auth/crypto";
+
 export const SECRET_PREFIX = "whsec_";
 const MIN_KEY_BYTES = 24;
 const MAX_KEY_BYTES = 64;
 
-function base64Encode(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s);
-}
-
-function base64Decode(text: string): Uint8Array | null {
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text)) return null;
-  try {
-    return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-  } catch {
-    return null;
-  }
-}
-
 /** The key bytes of a `whsec_…` secret, or a message saying what is wrong with it. */
 export function decodeSecret(secret: string): { key: Uint8Array } | { problem: string } {
   if (!secret.startsWith(SECRET_PREFIX)) return { problem: `must start with ${SECRET_PREFIX}` };
-  const key = base64Decode(secret.slice(SECRET_PREFIX.length));
+  const text = secret.slice(SECRET_PREFIX.length);
+  // Unpadded base64 is taken too, as the Standard Webhooks libraries do.
+  const key = text ? fromBase64(text + "=".repeat((4 - (text.length % 4)) % 4)) : null;
   if (!key) return { problem: `must be ${SECRET_PREFIX} followed by base64` };
   if (key.length < MIN_KEY_BYTES || key.length > MAX_KEY_BYTES)
     return { problem: `must encode ${MIN_KEY_BYTES} to ${MAX_KEY_BYTES} bytes (got ${key.length})` };
@@ -39,7 +28,7 @@ export function decodeSecret(secret: string): { key: Uint8Array } | { problem: s
 
 /** A fresh secret: 32 random bytes. */
 export function generateSecret(): string {
-  return SECRET_PREFIX + base64Encode(crypto.getRandomValues(new Uint8Array(32)));
+  return SECRET_PREFIX + toBase64(crypto.getRandomValues(new Uint8Array(32)));
 }
 
 async function signOne(secret: string, content: Uint8Array): Promise<string> {
@@ -53,7 +42,7 @@ async function signOne(secret: string, content: Uint8Array): Promise<string> {
     ["sign"],
   );
   const mac = await crypto.subtle.sign("HMAC", key, content as BufferSource);
-  return `v1,${base64Encode(new Uint8Array(mac))}`;
+  return `v1,${toBase64(new Uint8Array(mac))}`;
 }
 
 /**

@@ -153,6 +153,12 @@ describe("JWKS (asymmetric keys from a local endpoint) and key rotation", () => 
     expect(fetches).toBe(1);
   });
 
+  test("one JWKS cache per app: /v1/webhooks uses the set /v1/requests fetched", async () => {
+    const res = await t.app.request(`${BASE}/v1/webhooks`, bearer(await es256("old")));
+    expect(res.status).toBe(200);
+    expect(fetches).toBe(1);
+  });
+
   test("after rotation, a token with the new kid is accepted without a restart (JWKS fetched again)", async () => {
     published = [await addKey("new")];
     expect((await post(await es256("new"))).status).toBe(201);

@@ -156,6 +156,17 @@ describe("failed authentications", () => {
     expect((await post(t, key)).status).toBe(201);
   });
 
+  test("one lock-out per app: failures on /v1/webhooks lock the IP out of /v1/requests at once", async () => {
+    t = await authApp({ RATE_LIMIT__AUTH_FAILURES_PER_IP_MINUTE: "2" });
+    const { key } = await t.key();
+    t.setPeer("203.0.113.60");
+    // A success first: the IP is remembered as clean (for a second; the test clock stands still).
+    expect((await t.app.request(`${BASE}/v1/requests/x`, bearer(key))).status).toBe(404);
+    for (let i = 0; i < 2; i++)
+      expect((await t.app.request(`${BASE}/v1/webhooks`, bearer(`wrong-${i}`))).status).toBe(401);
+    expect((await t.app.request(`${BASE}/v1/requests/x`, bearer(key))).status).toBe(429);
+  });
+
   test("successful requests do not count", async () => {
     t = await authApp({ RATE_LIMIT__AUTH_FAILURES_PER_IP_MINUTE: "1" });
     const { key } = await t.key();

@@ -8,7 +8,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ContentStore } from "../../seeder/node/cas";
-import { terminateHashWorkers } from "../../seeder/node/hashing/pool";
+import { terminateHashWorkers } from "../../seeder/node/hashing/hash-workers";
 import { choosePieceLength } from "../../seeder/node/swarm/torrent";
 import { removeTmpDirs, tmpDir } from "../support/clients";
 

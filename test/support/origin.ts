@@ -212,10 +212,6 @@ export class PatternBody {
   }
 }
 
-export function sha256Hex(data: Uint8Array | string): string {
-  return createHash("sha256").update(data).digest("hex");
-}
-
 /** Write respecting backpressure; rejects when the client goes away. */
 function writeChunk(res: http.ServerResponse, chunk: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {

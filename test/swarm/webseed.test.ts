@@ -119,5 +119,7 @@ describe("web seed URLs", () => {
     expect(webSeedHash(`/webseed/${h.slice(1)}/x`)).toBeNull();
     expect(webSeedHash(`/webseedx/${h}/x`)).toBeNull();
     expect(webSeedHash("/announce")).toBeNull();
+    // Only at the root, where the node serves them: other prefixes belong to the API app.
+    expect(webSeedHash(`/v1/webseed/${h}/x`)).toBeNull();
   });
 });

@@ -41,6 +41,9 @@ describe("signing", () => {
     expect("problem" in decodeSecret("whsec_!!!")).toBe(true);
     expect("problem" in decodeSecret(`whsec_${btoa("short")}`)).toBe(true);
     expect("key" in decodeSecret(`whsec_${btoa("x".repeat(24))}`)).toBe(true);
+    // Without its padding, as the Standard Webhooks libraries also accept it.
+    expect("key" in decodeSecret(`whsec_${btoa("x".repeat(25)).replace(/=+$/, "")}`)).toBe(true);
+    expect(decodeSecret("whsec_")).toEqual({ problem: "must be whsec_ followed by base64" });
   });
 });
 

@@ -30,6 +30,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import Database from "libsql";
+import { safeEqual } from "../../../src/auth/crypto";
 
 type LibsqlDatabase = InstanceType<typeof Database>;
 
@@ -224,14 +225,6 @@ function isLoopback(host: string): boolean {
 function json(body: unknown, status = 200): Response {
   // Exactly "application/json": the hrana client only reads error bodies with that content type.
   return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
-}
-
-function timingSafeEqual(a: string, b: string): boolean {
-  const ea = new TextEncoder().encode(a);
-  const eb = new TextEncoder().encode(b);
-  let diff = ea.length ^ eb.length;
-  for (let i = 0; i < Math.max(ea.length, eb.length); i++) diff |= (ea[i] ?? 0) ^ (eb[i] ?? 0);
-  return diff === 0;
 }
 
 /** Start the server; resolves once it listens. */
@@ -599,7 +592,7 @@ export async function startHranaServer(opts: HranaServerOptions): Promise<HranaS
         if (opts.authToken) {
           const header = request.headers.get("authorization") ?? "";
           const token = /^Bearer\s+(.+)$/i.exec(header)?.[1] ?? "";
-          if (!timingSafeEqual(token, opts.authToken)) {
+          if (!(await safeEqual(token, opts.authToken))) {
             return json({ message: "missing or wrong auth token", code: "UNAUTHORIZED" }, 401);
           }
         }

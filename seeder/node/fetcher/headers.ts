@@ -21,8 +21,6 @@ export function normaliseMethod(method: string): string {
   return m;
 }
 
-export { isDroppedHeader } from "../../../src/requests/headers";
-
 /**
  * The caller's headers, cleaned; later duplicates (case-insensitive) replace earlier ones.
  * Throws FetchError('bad_request') on a header that could smuggle a second request.

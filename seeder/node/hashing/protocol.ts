@@ -1,4 +1,4 @@
-/** Messages between the event loop (pool.ts) and a hash worker (hash-worker.ts). */
+/** Messages between the event loop (hash-workers.ts) and a hash worker (hash-worker.ts). */
 import type { PieceHashes } from "./stream-hasher";
 
 export type ToWorker =

@@ -13,11 +13,12 @@
 const HEX64 = /^[0-9a-f]{64}$/;
 
 /**
- * The sha256 from `/webseed/<sha256>`, `/webseed/<sha256>/` or `/webseed/<sha256>/<anything>`
- * (after any mount prefix, e.g. `/node/webseed/...`); null when the path is not a web seed path.
+ * The sha256 from `/webseed/<sha256>`, `/webseed/<sha256>/` or `/webseed/<sha256>/<anything>`;
+ * null when the path is not a web seed path. Only at the root: the node serves these before the
+ * API app, so a path under another prefix (`/v1/...`) must stay the app's.
  */
 export function webSeedHash(pathname: string): string | null {
-  const m = pathname.match(/(?:^|\/)webseed\/([0-9a-fA-F]{64})(?:\/.*)?$/);
+  const m = pathname.match(/^\/webseed\/([0-9a-fA-F]{64})(?:\/.*)?$/);
   const hash = m?.[1]?.toLowerCase();
   return hash && HEX64.test(hash) ? hash : null;
 }

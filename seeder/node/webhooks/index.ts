@@ -6,8 +6,7 @@ import type { Logger } from "../../../src/log";
 import type { Metrics } from "../../process/metrics";
 import { WebhookDeliverer } from "./deliverer";
 
-export { deliveryLeaseMs, WebhookDeliverer } from "./deliverer";
-export { createSender, type Sender, type SendResult } from "./send";
+export { WebhookDeliverer } from "./deliverer";
 
 export function startWebhookDelivery(
   config: Config,

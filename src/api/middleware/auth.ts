@@ -18,7 +18,7 @@ import { hmacSha256, safeEqual, sha256Hex, toHex } from "../../auth/crypto";
 import { createJwtVerifier, looksLikeJwt } from "../../auth/jwt";
 import { markKeyUsed, signingKey, verifyApiKey } from "../../auth/keys";
 import { rememberNonce } from "../../auth/nonces";
-import { ANONYMOUS, type AuthScheme, makePrincipal, type Principal } from "../../auth/principal";
+import { ANONYMOUS, type AuthScheme, hasScope, makePrincipal, type Principal } from "../../auth/principal";
 import { type Bucket, peek, record } from "../../auth/rate-limits";
 import { DEFAULT_SCOPES, type Scope } from "../../auth/scopes";
 import { hasMessageSignature, verifySignedRequest } from "../../auth/signature";
@@ -34,6 +34,7 @@ const unauthorized = (detail = GENERIC_401) => new ApiError(401, detail, { "WWW-
 
 type Outcome = { principal: Principal } | { scheme: AuthScheme | "missing"; reason: string; detail?: string };
 
+/** Build once per app (src/api/app.ts): the JWT verifier's JWKS cache and the lock-out memo live here. */
 export function auth(deps: Pick<AppDeps, "db" | "clock" | "config" | "log">): MiddlewareHandler<AppEnv> {
   const { db, clock, config, log } = deps;
   const sec = config.security;
@@ -163,8 +164,7 @@ export function auth(deps: Pick<AppDeps, "db" | "clock" | "config" | "log">): Mi
 /** 403 unless the principal holds the scope (admin holds every scope). */
 export function requireScope(scope: Scope): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const p = c.get("principal");
-    if (!p.admin && !p.scopes.includes(scope)) throw new ApiError(403, `Missing scope: ${scope}`);
+    if (!hasScope(c.get("principal"), scope)) throw new ApiError(403, `Missing scope: ${scope}`);
     return next();
   };
 }

@@ -4,10 +4,9 @@
  * only its own requests (another caller's id is 404, as if it did not exist).
  */
 import { Hono } from "hono";
-import { describeRoute, resolver, validator } from "hono-openapi";
-import type * as v from "valibot";
+import { describeRoute, validator } from "hono-openapi";
 import { iso } from "../../clock";
-import { createEgressPolicy, EgressRefusedError, parseAndCheckTarget } from "../../egress";
+import { createEgressPolicy, targetUrlRefusal } from "../../egress";
 import { isDroppedHeader } from "../../requests/headers";
 import {
   cancelRequest,
@@ -17,25 +16,22 @@ import {
   type RequestView,
   requiredEgress,
 } from "../../requests/service";
-import { webhookEgressPolicy, webhookUrlRefusal } from "../../webhooks/destination";
+import { webhookEgressPolicy } from "../../webhooks/destination";
 import { deliveriesForRequest } from "../../webhooks/outbox";
 import { deliveryListResponse } from "../../webhooks/schemas";
 import type { AppDeps, AppEnv } from "../app";
-import { ApiError, notFound, validationDetail } from "../errors";
-import { auth, type Principal, requireScope } from "../middleware/auth";
+import { ApiError, notFound } from "../errors";
+import { type Principal, requireScope } from "../middleware/auth";
 import { jsonBody } from "../middleware/body";
 import { rateLimitCreates } from "../middleware/rate-limit";
 import {
   createRequestResponse,
   createRequestSchema,
-  errorResponse,
   magnetResponse,
   requestStatusResponse,
 } from "../schemas";
-import { deliveryBody, fieldError } from "./webhooks";
-
-const json = (schema: v.GenericSchema) => ({ "application/json": { schema: resolver(schema) } });
-const err = (description: string) => ({ description, content: json(errorResponse) });
+import { err, fieldError, invalid, json } from "./shared";
+import { deliveryBody } from "./webhooks";
 
 function statusBody(r: RequestView) {
   return {
@@ -74,7 +70,6 @@ export function withoutUserinfo(raw: string): string {
 export function requestRoutes(deps: AppDeps) {
   const { db, clock, config } = deps;
   const app = new Hono<AppEnv>();
-  app.use(auth(deps));
 
   const visible = (r: RequestView | null, who: Principal): r is RequestView =>
     r !== null && (who.admin || r.userId === who.id);
@@ -99,18 +94,14 @@ export function requestRoutes(deps: AppDeps) {
     urlDenylist: config.fetcher.urlDenylist,
   });
   function checkTargetUrl(url: string) {
-    try {
-      parseAndCheckTarget(url, fetchPolicy);
-    } catch (e) {
-      if (e instanceof EgressRefusedError) throw fieldError("url", e.message, withoutUserinfo(url));
-      throw e;
-    }
+    const refusal = targetUrlRefusal(url, fetchPolicy);
+    if (refusal) throw fieldError("url", refusal, withoutUserinfo(url));
   }
 
   // callback_url: refused destinations (literal private addresses, internal names) are 422 at once.
   const webhookPolicy = webhookEgressPolicy(config);
   function checkCallbackUrl(url: string) {
-    const refusal = webhookUrlRefusal(url, webhookPolicy);
+    const refusal = targetUrlRefusal(url, webhookPolicy);
     if (refusal) throw fieldError("callback_url", refusal, url);
     if (config.webhook.secrets.length === 0)
       throw fieldError("callback_url", "callback_url needs WEBHOOK__SECRET to be set on this service", url);
@@ -135,9 +126,8 @@ export function requestRoutes(deps: AppDeps) {
     requireScope("requests:create"),
     jsonBody,
     validator("json", createRequestSchema(config.cache.maxTtl, config.cache.defaultTtl), (result, c) => {
-      if (!result.success) {
-        return c.json({ detail: validationDetail(result.error as readonly v.BaseIssue<unknown>[]) }, 422);
-      }
+      const refused = invalid(result, c);
+      if (refused) return refused;
       checkTargetUrl(result.data.url);
       if (result.data.callback_url) checkCallbackUrl(result.data.callback_url);
     }),

@@ -5,11 +5,11 @@
  * Events themselves are written by the status changes (src/webhooks/outbox.ts) and sent by nodes.
  */
 import { Hono } from "hono";
-import { describeRoute, resolver, validator } from "hono-openapi";
-import type * as v from "valibot";
+import { describeRoute, validator } from "hono-openapi";
 import { iso } from "../../clock";
 import type { WebhookEndpoint } from "../../db/schema";
-import { webhookEgressPolicy, webhookUrlRefusal } from "../../webhooks/destination";
+import { targetUrlRefusal } from "../../egress";
+import { webhookEgressPolicy } from "../../webhooks/destination";
 import {
   countEndpoints,
   createEndpoint,
@@ -37,26 +37,10 @@ import {
   updateEndpointSchema,
 } from "../../webhooks/schemas";
 import type { AppDeps, AppEnv } from "../app";
-import { ApiError, boundedInput, validationDetail } from "../errors";
-import { auth, type Principal, requireScope } from "../middleware/auth";
+import { ApiError } from "../errors";
+import { type Principal, requireScope } from "../middleware/auth";
 import { jsonBody } from "../middleware/body";
-import { errorResponse } from "../schemas";
-
-const json = (schema: v.GenericSchema) => ({ "application/json": { schema: resolver(schema) } });
-const err = (description: string) => ({ description, content: json(errorResponse) });
-
-/** A 422 naming one body field, in the same shape as validation errors. */
-export function fieldError(field: string, msg: string, input: unknown): ApiError {
-  return new ApiError(422, [{ type: "value_error", loc: ["body", field], msg, input: boundedInput(input) }]);
-}
-
-const invalid = (
-  result: { success: boolean; error?: unknown },
-  c: { json: (b: unknown, s: 422) => Response },
-) =>
-  result.success
-    ? undefined
-    : c.json({ detail: validationDetail(result.error as readonly v.BaseIssue<unknown>[]) }, 422);
+import { err, fieldError, invalid, json } from "./shared";
 
 export function endpointBody(e: WebhookEndpoint, now: number) {
   const rotating =
@@ -110,7 +94,6 @@ export function deliveryBody(d: DeliveryWithAttempts) {
 export function webhookRoutes(deps: AppDeps) {
   const { db, clock, config } = deps;
   const app = new Hono<AppEnv>();
-  app.use(auth(deps));
   const policy = webhookEgressPolicy(config);
 
   const owns = (tenant: string | null, who: Principal) => who.admin || tenant === who.id;
@@ -122,7 +105,7 @@ export function webhookRoutes(deps: AppDeps) {
   }
 
   function checkUrl(url: string) {
-    const refusal = webhookUrlRefusal(url, policy);
+    const refusal = targetUrlRefusal(url, policy);
     if (refusal) throw fieldError("url", refusal, url);
   }
 

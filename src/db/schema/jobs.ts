@@ -35,8 +35,6 @@ export const JOB_STATUSES = [
 ] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export type JobEgress = "proxy";
-/** States in which a job is still being worked on (and may be joined by identical requests). */
-export const ACTIVE_STATUSES = ["queued", "fetching", "packaging", "seeding"] as const;
 
 export const fetchJobs = sqliteTable(
   "fetch_jobs",
