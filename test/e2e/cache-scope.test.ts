@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createApiKey } from "../../src/auth/keys";
 import { tempDatabase } from "../support/db";
 import { type Origin, type Route, startOrigin, textRoute } from "../support/origin";
+import { until } from "../support/poll";
 import { Service } from "../support/service";
 
 let origin: Origin;
@@ -59,14 +60,6 @@ async function twoTenants(env: Record<string, string> = {}) {
   return { svc, A: as(a.key), B: as(b.key) };
 }
 
-async function until(what: string, cond: () => boolean, ms = 20_000) {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(25);
-  }
-}
-
 function openGate() {
   gate = new Promise((r) => {
     release = r;
@@ -101,9 +94,9 @@ describe("by default (CACHE__SHARE_ACROSS_TENANTS=false)", () => {
     const url = origin.url("/slow?t=1");
     const before = origin.count("/slow");
     const a = await t.A.create({ url, ttl: 3600 });
-    await until("A's fetch to reach the origin", () => origin.count("/slow") === before + 1);
+    await until(() => origin.count("/slow") === before + 1, "A's fetch to reach the origin");
     const b = await t.B.create({ url, ttl: 3600 });
-    await until("B's own fetch to reach the origin", () => origin.count("/slow") === before + 2);
+    await until(() => origin.count("/slow") === before + 2, "B's own fetch to reach the origin");
     release();
     await t.A.waitReady(a);
     await t.B.waitReady(b);
@@ -134,7 +127,7 @@ describe("with CACHE__SHARE_ACROSS_TENANTS=true", () => {
     const url = origin.url("/slow?t=2");
     const before = origin.count("/slow");
     const a = await t.A.create({ url, ttl: 3600 });
-    await until("A's fetch to reach the origin", () => origin.count("/slow") === before + 1);
+    await until(() => origin.count("/slow") === before + 1, "A's fetch to reach the origin");
     const b = await t.B.create({ url, ttl: 3600 });
     release();
     await t.A.waitReady(a);
