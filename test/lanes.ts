@@ -23,6 +23,7 @@ export const LANES: Record<string, string[]> = {
   unit: [
     "test/lanes.test.ts",
     "test/docs-paths.test.ts",
+    "test/layout.test.ts",
     "test/api/limits.test.ts",
     "test/api/log.test.ts",
     "test/api/requests.test.ts",
