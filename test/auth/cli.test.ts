@@ -12,6 +12,7 @@ import { signatureHeaders } from "../../src/auth/sign";
 import { systemClock } from "../../src/clock";
 import { loadConfig } from "../../src/config";
 import { silentLogger } from "../../src/log";
+import { runToEnd } from "../support/run";
 import { BASE, bearer, createBody } from "./helpers";
 
 // bun 1.4 ignores bunfig.toml's [test] timeout; each test spawns the CLI a few times.
@@ -25,16 +26,9 @@ async function cli(...args: string[]) {
 }
 
 async function cliWith(env: Record<string, string>, ...args: string[]) {
-  const p = Bun.spawn([BIN, "keys", ...args], {
+  const { stdout, stderr, code } = await runToEnd([BIN, "keys", ...args], {
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir, STORAGE__BASE_PATH: dir, ...env },
-    stdout: "pipe",
-    stderr: "pipe",
   });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
   return { stdout, stderr, code };
 }
 

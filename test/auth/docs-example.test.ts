@@ -10,6 +10,7 @@ import { createApiKey } from "../../src/auth/keys";
 import { systemClock } from "../../src/clock";
 import { silentLogger } from "../../src/log";
 import { tempDatabase } from "../support/db";
+import { runToEnd } from "../support/run";
 
 // bun 1.4 ignores bunfig.toml's [test] timeout; each test spawns a shell, openssl and curl several times.
 setDefaultTimeout(60_000);
@@ -45,24 +46,17 @@ afterAll(() => {
 });
 
 async function sh(shell: string, command: string, extra: Record<string, string> = {}) {
-  const p = Bun.spawn([shell, "-c", `. "${script}"; ${command}`], {
+  const { stdout, stderr, code } = await runToEnd([shell, "-c", `. "${script}"; ${command}`], {
     env: {
       PATH: process.env.PATH ?? "/usr/bin:/bin",
       PT_URL: `http://127.0.0.1:${server.port}`,
       PT_KEY: key,
       ...extra,
     },
-    stdout: "pipe",
-    stderr: "pipe",
   });
-  const [out, err, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
-  expect(err).toBe("");
+  expect(stderr).toBe("");
   expect(code).toBe(0);
-  return out;
+  return stdout;
 }
 
 describe.each(["sh", "bash"])("pt_signed under %s", (shell) => {

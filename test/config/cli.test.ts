@@ -7,6 +7,7 @@ import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
 import { startHranaServer } from "../../seeder/dev/hrana/server";
 import { freePort, tmpDir } from "../support/clients";
+import { runToEnd } from "../support/run";
 import { CLI, ROOT, Service } from "../support/service";
 
 setDefaultTimeout(60_000);
@@ -17,7 +18,7 @@ afterAll(async () => {
 });
 
 async function cli(args: string[], env: Record<string, string>) {
-  const p = Bun.spawn([CLI, ...args], {
+  const { stdout, stderr, code } = await runToEnd([CLI, ...args], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH ?? "/usr/bin:/bin",
@@ -28,15 +29,7 @@ async function cli(args: string[], env: Record<string, string>) {
       TORRENT__LISTEN_PORT: String(await freePort()),
       ...env,
     },
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
   });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
   return { stdout, stderr, code, all: stdout + stderr };
 }
 

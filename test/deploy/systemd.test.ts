@@ -7,6 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { tmpDir } from "../support/clients";
+import { runToEnd } from "../support/run";
 import { ROOT } from "../support/service";
 
 const UNIT = join(ROOT, "docs", "proxytorrent-node.service");
@@ -19,16 +20,13 @@ describe("systemd unit of a seeder node", () => {
     // verify checks that ExecStart exists: point /opt/proxytorrent at this checkout.
     const unit = (await readFile(UNIT, "utf8")).replaceAll("/opt/proxytorrent", ROOT);
     await writeFile(join(dir, "proxytorrent-seeder.service"), unit);
-    const p = Bun.spawn([analyze, "verify", "./proxytorrent-seeder.service"], {
+    const {
+      stdout: out,
+      stderr: err,
+      code,
+    } = await runToEnd([analyze, "verify", "./proxytorrent-seeder.service"], {
       cwd: dir,
-      stdout: "pipe",
-      stderr: "pipe",
     });
-    const [out, err, code] = await Promise.all([
-      new Response(p.stdout).text(),
-      new Response(p.stderr).text(),
-      p.exited,
-    ]);
     // Unknown or misplaced keys are only warnings (exit 0): any output fails the test.
     expect({ code, output: out + err }).toEqual({ code: 0, output: "" });
   });

@@ -7,12 +7,12 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { spawn } from "bun";
 import { type BDict, bdecode, bencode } from "../../seeder/node/swarm/bencode";
 import { loopbackPublicUrlWarning } from "../../seeder/process/bind-warnings";
 import { loadConfig } from "../../src/config";
 import { aria2Download, freePort, removeTmpDirs, sha256File, tmpDir } from "../support/clients";
 import { bytesRoute, startOrigin } from "../support/origin";
+import { runToEnd } from "../support/run";
 import { CLI, ROOT, Service, TOKEN } from "../support/service";
 
 afterAll(removeTmpDirs);
@@ -58,7 +58,7 @@ describe("given HOST=127.0.0.1", () => {
     const blocker = createServer();
     await new Promise<void>((resolve) => blocker.listen({ port, host: "127.0.0.1" }, resolve));
     try {
-      const proc = spawn([CLI, "serve"], {
+      const { stdout, stderr, code } = await runToEnd([CLI, "serve"], {
         cwd: ROOT,
         env: {
           PATH: process.env.PATH ?? "/usr/bin:/bin",
@@ -69,15 +69,7 @@ describe("given HOST=127.0.0.1", () => {
           TORRENT__LISTEN_PORT: String(port),
           SECURITY__BEARER_TOKENS: TOKEN,
         },
-        stdin: "ignore",
-        stdout: "pipe",
-        stderr: "pipe",
       });
-      const [stdout, stderr, code] = await Promise.all([
-        new Response(proc.stdout).text(),
-        new Response(proc.stderr).text(),
-        proc.exited,
-      ]);
       expect(code).not.toBe(0);
       const output = stdout + stderr;
       expect(output).toContain("TORRENT__LISTEN_PORT");
