@@ -16,13 +16,18 @@
  * falls back to the original method for any client not registered here (e.g. one with limits).
  */
 import Peer from "webtorrent/lib/peer.js";
+import { chunkWritten } from "./store";
 
 interface Pipeable {
   pipe<T>(dest: T): T;
+  write(chunk: unknown, cb: () => void): boolean;
+  on(ev: string, fn: (...args: never[]) => void): void;
+  pause(): void;
+  resume(): void;
 }
 interface PeerLike {
   conn: Pipeable | null;
-  wire: (Pipeable & { on(ev: string, fn: (n: number) => void): void }) | null;
+  wire: Pipeable | null;
   throttleGroups: object;
   destroyed: boolean;
   emit(ev: string, n: number): boolean;
@@ -44,12 +49,18 @@ export function installFastPipes(client: { throttleGroups: object }): void {
       original.call(this);
       return;
     }
-    wire.on("upload", (n) => {
+    wire.on("upload", (n: number) => {
       if (!this.destroyed) this.emit("upload", n);
     });
-    wire.on("download", (n) => {
+    wire.on("download", (n: number) => {
       if (!this.destroyed) this.emit("download", n);
     });
-    conn.pipe(wire).pipe(conn);
+    conn.pipe(wire);
+    // wire -> socket by hand rather than pipe(): each chunk's own write callback tells
+    // CasBlobStore that the view is written, so its piece buffer can be reused (store.ts).
+    wire.on("data", (chunk: unknown) => {
+      if (!conn.write(chunk, () => chunkWritten(chunk))) wire.pause();
+    });
+    conn.on("drain", () => wire.resume());
   };
 }
