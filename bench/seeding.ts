@@ -476,8 +476,8 @@ const LABEL: Record<Kind, string> = {
 const rows: Row[] = [];
 const med = (xs: number[]) => fmt(median(xs), 0);
 const cpuPerGiB = (rs: Measure[]) => fmt(median(rs.map((r) => (r.cpuMs / SIZE) * MiB * 1024)), 0);
-const seederText = (rs: Measure[]) =>
-  `seeder ${med(rs.map((r) => r.seeder))} MB/s (${rs.map((r) => fmt(r.seeder, 0)).join(", ")}); client ${med(rs.map((r) => r.client.clientSteady))} MB/s (${rs.map((r) => fmt(r.client.clientSteady, 0)).join(", ")}); seeder CPU ${cpuPerGiB(rs)} ms/GiB`;
+const seederText = (rs: Measure[], ratio = "") =>
+  `seeder ${med(rs.map((r) => r.seeder))} MB/s (${rs.map((r) => fmt(r.seeder, 0)).join(", ")})${ratio}; client ${med(rs.map((r) => r.client.clientSteady))} MB/s (${rs.map((r) => fmt(r.client.clientSteady, 0)).join(", ")}); seeder CPU ${cpuPerGiB(rs)} ms/GiB`;
 for (const [ps, { pieceLength, runs }] of results) {
   const of = (k: Kind) => runs.filter((r) => r.kind === k);
   const pieces = `TORRENT__PIECE_SIZE=${ps} (${pieceLength / 1024} KiB pieces)`;
@@ -496,7 +496,7 @@ for (const [ps, { pieceLength, runs }] of results) {
     const oursMed = median(ours.map((r) => r.seeder));
     rows.push({
       figure: `${LABEL.libtorrent}, ${pieces}`,
-      measured: `${seederText(ours)}${ratio(oursMed)}; client wall ${med(ours.map((r) => r.client.wallMs))} ms`,
+      measured: `${seederText(ours, ratio(oursMed))}; client wall ${med(ours.map((r) => r.client.wallMs))} ms`,
       reference: ltText,
       target: lt.length
         ? "≥ 1.0× libtorrent's median and ≥ 500 MB/s at the seeder"
