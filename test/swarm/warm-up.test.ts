@@ -73,12 +73,32 @@ describe("given a swarm that warms up at start", () => {
     "when the swarm stops while warming up, then stop() and warmedUp() both settle",
     async () => {
       const swarm = await startSwarm({ warmUp: { blocks: 10_000_000 } });
+      // Wait until blocks are flowing, so stop() meets a warm-up in the middle of its transfer.
+      const client = (swarm as unknown as { client: { torrents: { uploaded: number }[] } }).client;
+      const deadline = Date.now() + 30_000;
+      while (!((client.torrents[0]?.uploaded ?? 0) > 0)) {
+        if (Date.now() > deadline) throw new Error("the warm-up never started sending");
+        await Bun.sleep(5);
+      }
       await swarm.stop();
       const result = await swarm.warmedUp();
       expect(result === null || result.blocks < 10_000_000).toBe(true);
     },
     TEST_LIMIT,
   );
+});
+
+describe("given an upload limit", () => {
+  test("when the swarm starts, then no warm-up runs (its bytes would eat the limit)", async () => {
+    const swarm = new Swarm(
+      { torrent: { listenPort: 0, listenHost: "127.0.0.1", maxConnections: 50, uploadRateLimit: 100_000 } },
+      {},
+    );
+    cleanups.push(() => swarm.stop());
+    await swarm.start();
+    expect(await swarm.warmedUp()).toBeNull();
+    expect(clientTorrents(swarm)).toBe(0);
+  });
 });
 
 describe("given warmUp: false", () => {

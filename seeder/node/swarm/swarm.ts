@@ -39,8 +39,8 @@ export interface SwarmExtras {
   fastPipes?: boolean;
   /**
    * Right after start(), serve a throwaway torrent to an in-process peer over loopback so the JIT
-   * has optimised the per-block path before the first real leecher (warm-up.ts). Default on;
-   * false skips it (tests that start many swarms), an object tunes it.
+   * has optimised the per-block path before the first real leecher (warm-up.ts). Default on
+   * (off when an upload limit is set); false skips it, an object tunes it.
    */
   warmUp?: boolean | Partial<WarmUpOptions>;
   /** Where non-fatal client/torrent problems go (default: dropped). */
@@ -152,8 +152,11 @@ export class Swarm {
     // From now on an 'error' on the client (webtorrent re-emits torrent errors there when the
     // torrent has no listener) must not crash the process: EventEmitter throws on unhandled 'error'.
     client.on("error", (err: Error) => this.warn(`webtorrent: ${err.message}`));
+    // Not with an upload limit: the warm-up's bytes would count against it, and a limited seeder
+    // is not CPU-bound anyway.
     const warmUp = this.extras.warmUp ?? true;
-    if (warmUp !== false) this.warming = this.startWarmUp(client, warmUp === true ? {} : warmUp);
+    if (warmUp !== false && uploadRateLimit <= 0)
+      this.warming = this.startWarmUp(client, warmUp === true ? {} : warmUp);
   }
 
   /** Resolves when the start-up warm-up (if any) is over: its figures, or null if skipped or failed. */
