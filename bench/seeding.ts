@@ -443,15 +443,27 @@ for (const ps of PIECE_SIZES) {
 
   const svcCpu = () => svc.cpuMs();
   for (let round = 1; round <= REPS; round++) {
-    // Ours first: round 1 is the first download after the request became ready.
-    if (KINDS.includes("libtorrent"))
-      await measure("libtorrent", round, svc.torrentPort, svcCpu, (d) =>
-        libtorrent(paths.direct, d, svc.torrentPort),
-      );
-    if (ltSeeder)
-      await measure("lt-seeder", round, ltSeeder.port, ltSeeder.cpuMs, (d) =>
-        libtorrent(paths.direct, d, ltSeeder.port),
-      );
+    const ours = async () => {
+      if (KINDS.includes("libtorrent"))
+        await measure("libtorrent", round, svc.torrentPort, svcCpu, (d) =>
+          libtorrent(paths.direct, d, svc.torrentPort),
+        );
+    };
+    const reference = async () => {
+      if (ltSeeder)
+        await measure("lt-seeder", round, ltSeeder.port, ltSeeder.cpuMs, (d) =>
+          libtorrent(paths.direct, d, ltSeeder.port),
+        );
+    };
+    // Ours first in round 1 (the first download after the request became ready), then the two
+    // alternate, so neither always follows the other's disk writes.
+    if (round % 2 === 1) {
+      await ours();
+      await reference();
+    } else {
+      await reference();
+      await ours();
+    }
     if (KINDS.includes("aria2-bt"))
       await measure("aria2-bt", round, svc.torrentPort, svcCpu, (d) => aria2(paths.bt, d, pieceLength));
     if (KINDS.includes("aria2-webseed"))
@@ -537,7 +549,7 @@ const wrong = [...results.values()]
 appendResults({
   title: `3. Seeding ${SIZE / MiB} MiB on loopback`,
   setup: [
-    `one fresh service per piece size (bin/proxytorrent serve, defaults + FETCHER__* raised); ${REPS} rounds, each: ${KINDS.join(", ")}; round 1 of the service is the first download after its request became ready; medians shown with each round in brackets (round 1 first)`,
+    `one fresh service per piece size (bin/proxytorrent serve, defaults + FETCHER__* raised); ${REPS} rounds, each: ${KINDS.join(", ")}; round 1 of the service is the first download after its request became ready; the service and the libtorrent seeder alternate who goes first from round 2 on; medians shown with each round in brackets (round 1 first)`,
     `reference seeder: one python3-libtorrent session per piece size (defaults, loopback only, no uTP), started after the service's request was ready, seeding the same torrent from the source file (linked under the torrent's name; libtorrent checks it on add, so the page cache is warm for both)`,
     `seeder = the seeder's sockets on its BitTorrent or HTTP port (ss -tin bytes_acked every ${SS_MS} ms), MB/s between 5 % and 95 % of the object; client = transfer timestamps over the same 5–95 % (libtorrent status every 2 ms; aria2c info-log piece stamps; curl time_total − time_starttransfer over the whole body); seeder CPU from /proc/<pid>/stat`,
     `clients: libtorrent ${toolVersion(["/usr/bin/python3", "-c", "import libtorrent; print(libtorrent.version)"], /[\d.]+/)} (python3-libtorrent), ${toolVersion(["aria2c", "--version"], /aria2 version ([\d.]+)/)} aria2c, curl ${toolVersion(["curl", "--version"], /curl ([\d.]+)/)}; MB = 10^6 bytes`,
