@@ -6,8 +6,9 @@
  * with four streamx Transforms that do nothing when limits are off except pass each chunk along
  * (a piece message is two chunks: 13-byte header + block) and count bytes. At hundreds of MB/s that
  * bookkeeping is a large share of the seeder's CPU. Here, for clients registered with
- * `installFastPipes`, peers are wired directly (socket.pipe(wire).pipe(socket)) and the byte
- * counters come from the wire's own 'upload'/'download' events (payload bytes of piece messages).
+ * `installFastPipes`, peers are wired directly (socket.pipe(wire), and wire -> socket by a write
+ * loop that reports each written chunk to CasBlobStore) and the byte counters come from the
+ * wire's own 'upload'/'download' events (payload bytes of piece messages).
  *
  * Teardown is unchanged: Peer.onConnect already destroys the peer (socket and wire) on 'end',
  * 'close', 'finish' or 'error' of either side, which is all pipeline() added there.
@@ -21,6 +22,7 @@ import { chunkWritten } from "./store";
 interface Pipeable {
   pipe<T>(dest: T): T;
   write(chunk: unknown, cb: () => void): boolean;
+  end(): void;
   on(ev: string, fn: (...args: never[]) => void): void;
   pause(): void;
   resume(): void;
@@ -62,5 +64,6 @@ export function installFastPipes(client: { throttleGroups: object }): void {
       if (!conn.write(chunk, () => chunkWritten(chunk))) wire.pause();
     });
     conn.on("drain", () => wire.resume());
+    wire.on("end", () => conn.end()); // what pipe() did when the wire ends
   };
 }
