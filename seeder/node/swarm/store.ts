@@ -7,11 +7,11 @@
  * restarted node can re-seed with `skipVerify` without re-hashing anything.
  *
  * Why it looks like this (throughput): webtorrent asks for 16 KiB blocks
- * (`get(index, {offset, length})`). Each miss reads the WHOLE piece with one pread into one fresh
+ * (`get(index, {offset, length})`). Each miss reads the WHOLE piece with one pread into one
  * buffer, keeps it in a small per-store cache, and answers every block of that piece with a view
  * (`subarray`) into it: one kernel copy per piece, no user-space copies. Views are safe because a
- * buffer is never reused or written after the read; the GC frees it once the cache and the socket
- * writes drop it. Pass `storeCacheSlots: 0` to webtorrent so its own CacheChunkStore (which would
+ * buffer is reused only once it has left the cache and every view of it has been reported written
+ * (`chunkWritten`, below); otherwise the GC frees it once nothing holds it. Pass `storeCacheSlots: 0` to webtorrent so its own CacheChunkStore (which would
  * add an LRU on top) stays out of the way.
  *
  * How webtorrent builds it (lib/torrent.js `_onMetadata`):
@@ -36,6 +36,7 @@ export interface CasBlobStoreOptions {
 }
 
 const DEFAULT_CACHE_BYTES = 16 * 1024 * 1024;
+const DEFAULT_CACHE_IDLE_MS = 5_000;
 
 /**
  * Recycled piece buffers. A fresh 1 MiB Buffer is fresh memory from the kernel: each of its 256
@@ -100,7 +101,6 @@ export function drainBufferPool(): void {
   pool.clear();
   pooledBytes = 0;
 }
-const DEFAULT_CACHE_IDLE_MS = 5_000;
 
 export class CasBlobStore {
   readonly chunkLength: number;
