@@ -77,7 +77,7 @@ describe("given a store whose cache holds two pieces", () => {
   });
 });
 
-/** bittorrent-protocol's Wire, the copy webtorrent uses (as seeder/node/swarm/warm-up.ts loads it). */
+/** bittorrent-protocol's Wire, the copy webtorrent uses (resolved from webtorrent's lib/peer.js). */
 async function loadWire(): Promise<any> {
   const peer = Bun.resolveSync("webtorrent/lib/peer.js", import.meta.dir);
   return (await import(Bun.resolveSync("bittorrent-protocol", dirname(peer)))).default;
@@ -145,10 +145,9 @@ describe("given a swarm seeding more pieces than its store caches", () => {
   test(
     "when two leechers fetch every block at once, then every block they get equals the blob",
     async () => {
-      const swarm = new Swarm(
-        { torrent: { listenPort: 0, listenHost: "127.0.0.1", maxConnections: 50, uploadRateLimit: 0 } },
-        { warmUp: false },
-      );
+      const swarm = new Swarm({
+        torrent: { listenPort: 0, listenHost: "127.0.0.1", maxConnections: 50, uploadRateLimit: 0 },
+      });
       cleanups.push(() => swarm.stop());
       await swarm.start();
       // 4 MiB pieces: the store caches 4 of them (16 MiB), the leechers walk the file in opposite
@@ -179,10 +178,9 @@ describe("given a swarm seeding more pieces than its store caches", () => {
     async () => {
       const http = startNodeHttp();
       cleanups.push(() => http.close());
-      const swarm = new Swarm(
-        { torrent: { listenPort: 0, listenHost: "127.0.0.1", maxConnections: 50, uploadRateLimit: 0 } },
-        { warmUp: false },
-      );
+      const swarm = new Swarm({
+        torrent: { listenPort: 0, listenHost: "127.0.0.1", maxConnections: 50, uploadRateLimit: 0 },
+      });
       cleanups.push(() => swarm.stop());
       await swarm.start();
       // 32 KiB pieces: 768 of them against a 512-piece cache, so pieces are evicted and their

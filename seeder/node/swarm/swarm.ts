@@ -13,8 +13,7 @@ import { stat } from "node:fs/promises";
 import WebTorrent, { type Torrent } from "webtorrent";
 import { decodeTorrent } from "./bencode";
 import { installFastMseDh } from "./mse-fast-dh";
-import { CasBlobStore, type CasBlobStoreOptions } from "./store";
-import { DEFAULT_WARM_UP, type WarmUpOptions, type WarmUpResult, warmUpSeeding } from "./warm-up";
+import { CasBlobStore } from "./store";
 import { installFastPipes } from "./wire-pipes";
 
 /** The part of the service Config the swarm reads (the whole Config fits). */
@@ -37,12 +36,6 @@ export interface SwarmExtras {
    * Default true; false gives webtorrent's stock stream path back when chasing a problem.
    */
   fastPipes?: boolean;
-  /**
-   * Right after start(), serve a throwaway torrent to an in-process peer over loopback so the JIT
-   * has optimised the per-block path before the first real leecher (warm-up.ts). Default on
-   * (off when an upload limit is set); false skips it, an object tunes it.
-   */
-  warmUp?: boolean | Partial<WarmUpOptions>;
   /** Where non-fatal client/torrent problems go (default: dropped). */
   onWarning?: (message: string) => void;
 }
@@ -80,7 +73,6 @@ export class Swarm {
   private readonly timers = new Set<ReturnType<typeof setTimeout>>();
   private uploadedByRemoved = 0;
   private stopping: Promise<void> | null = null;
-  private warming: Promise<WarmUpResult | null> = Promise.resolve(null);
 
   constructor(
     private readonly config: SwarmConfig,
@@ -152,42 +144,6 @@ export class Swarm {
     // From now on an 'error' on the client (webtorrent re-emits torrent errors there when the
     // torrent has no listener) must not crash the process: EventEmitter throws on unhandled 'error'.
     client.on("error", (err: Error) => this.warn(`webtorrent: ${err.message}`));
-    // Not with an upload limit: the warm-up's bytes would count against it, and a limited seeder
-    // is not CPU-bound anyway.
-    const warmUp = this.extras.warmUp ?? true;
-    if (warmUp !== false && uploadRateLimit <= 0)
-      this.warming = this.startWarmUp(client, warmUp === true ? {} : warmUp);
-  }
-
-  /** Resolves when the start-up warm-up (if any) is over: its figures, or null if skipped or failed. */
-  warmedUp(): Promise<WarmUpResult | null> {
-    return this.warming;
-  }
-
-  private async startWarmUp(client: WebTorrent, opts: Partial<WarmUpOptions>): Promise<WarmUpResult | null> {
-    const bound = client.address()?.address ?? "";
-    try {
-      return await warmUpSeeding(
-        {
-          add: async (torrent, path, cacheBytes) => {
-            const t = await this.addToClient(this.requireClient(), torrent, path, undefined, { cacheBytes });
-            return {
-              destroy: () =>
-                new Promise<void>((resolve) =>
-                  t.destroyed ? resolve() : t.destroy({ destroyStore: false }, () => resolve()),
-                ),
-            };
-          },
-          host: isWildcard(bound) || bound === "::ffff:0.0.0.0" ? "127.0.0.1" : bound,
-          port: this.port,
-          cancelled: () => this.stopping !== null,
-        },
-        { ...DEFAULT_WARM_UP, ...opts },
-      );
-    } catch (err) {
-      if (!this.stopping) this.warn(`seeding warm-up failed: ${(err as Error).message}`);
-      return null;
-    }
   }
 
   /**
@@ -224,26 +180,10 @@ export class Swarm {
     }
     this.requireClient();
 
-    const torrent = await this.addToClient(client, input.torrent, input.path, infohash);
-    this.ready.set(infohash, torrent);
-    return torrent;
-  }
-
-  /**
-   * client.add with the options every seeded torrent gets; resolves once it is ready to serve.
-   * Shared by seed() and the warm-up, so the warm-up runs exactly the production path.
-   */
-  private async addToClient(
-    client: WebTorrent,
-    bytes: Uint8Array,
-    path: string,
-    infohash?: string,
-    store: Omit<CasBlobStoreOptions, "blobPath" | "length"> = {},
-  ): Promise<Torrent> {
     const maxConns = this.config.torrent.maxConnections;
-    const torrent = client.add(bytes, {
+    const torrent = client.add(input.torrent, {
       store: CasBlobStore,
-      storeOpts: { ...store, blobPath: path },
+      storeOpts: { blobPath: input.path },
       // CasBlobStore caches whole pieces and hands out views; webtorrent's LRU on top only adds work.
       storeCacheSlots: 0,
       // The blob is content-addressed: trust it instead of re-hashing on every (re)start.
@@ -251,13 +191,12 @@ export class Swarm {
       // Unchoke every interested peer (default: 10): serving callers is this node's whole job.
       uploads: maxConns,
     });
-    torrent.on("warning", (err: Error) => this.warn(`torrent ${infohash ?? "(warm-up)"}: ${err.message}`));
+    torrent.on("warning", (err: Error) => this.warn(`torrent ${infohash}: ${err.message}`));
     // webtorrent's maxConns only limits connections it opens; cap incoming ones here.
     torrent.on("wire", (wire) => {
       if (torrent.wires.length > maxConns) wire.destroy();
     });
-    // Only real torrents announce (the warm-up's has no tracker).
-    if (infohash) this.retryFirstAnnounce(torrent);
+    this.retryFirstAnnounce(torrent);
     await new Promise<void>((resolve, reject) => {
       const settle = () => {
         torrent.removeListener("ready", onReady);
@@ -266,7 +205,7 @@ export class Swarm {
       };
       const onReady = () => {
         settle();
-        torrent.on("error", (err: Error) => this.warn(`torrent ${infohash ?? "(warm-up)"}: ${err.message}`));
+        torrent.on("error", (err: Error) => this.warn(`torrent ${infohash}: ${err.message}`));
         resolve();
       };
       const onError = (err: Error) => {
@@ -282,6 +221,7 @@ export class Swarm {
       torrent.once("error", onError);
       torrent.once("close", onClose);
     });
+    this.ready.set(infohash, torrent);
     return torrent;
   }
 
@@ -380,7 +320,6 @@ export class Swarm {
         // Destroying the client destroys its torrents (each sends a 'stopped' announce and waits
         // up to 1 s for it); seeds still in progress then reject via their 'close'.
         if (client) await destroyClient(client);
-        await this.warming;
         await Promise.allSettled(this.seeding.values());
         this.seeding.clear();
       })();
