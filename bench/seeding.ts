@@ -1,9 +1,13 @@
 /**
- * Benchmark 3: seeding 256 MiB on loopback, per piece size (TORRENT__PIECE_SIZE).
+ * Benchmark 3: seeding 384 MiB on loopback, per piece size (TORRENT__PIECE_SIZE).
  *
- * For each piece size a fresh service fetches the object (PatternBody from a temp file), then:
+ * For each piece size a fresh service fetches the object (PatternBody from a temp file), then, in
+ * each of REPS rounds (round 1 is the first download after the request became ready):
  *  - BitTorrent to one python3-libtorrent leecher dialling the seeder directly (torrent without
  *    trackers and web seed, so only that peer connection carries data);
+ *  - reference: python3-libtorrent SEEDING the same bytes (same torrent, one libtorrent session
+ *    started per piece size, like the service; its first download is its round 1) to the same
+ *    leecher script: what a user would run instead of this service;
  *  - BitTorrent to aria2c, which finds the seeder through the node's tracker (torrent without the
  *    web seed: aria2c otherwise prefers the url-list and never talks BitTorrent);
  *  - the web seed to aria2c (torrent without announce/announce-list, as in test/e2e);
@@ -19,9 +23,10 @@
  * The proxytorrent_upload_bytes_total{via} counters are read once before and after each download
  * to check that the bytes went the way intended.
  *
- *   npx bun bench/seeding.ts     (SIZE_MIB=256 REPS=2 PIECE_SIZES=auto,1048576,4194304 SS_MS=20)
+ *   npx bun bench/seeding.ts     (SIZE_MIB=384 REPS=3 PIECE_SIZES=auto,4194304 SS_MS=20
+ *                                 KINDS=libtorrent,lt-seeder,aria2-bt,aria2-webseed,curl)
  */
-import { readFileSync } from "node:fs";
+import { linkSync, readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { spawn } from "bun";
@@ -30,6 +35,7 @@ import {
   appendResults,
   fileOrigin,
   fmt,
+  freePort,
   hasCommand,
   log,
   MiB,
@@ -42,15 +48,16 @@ import {
   Service,
   tmpDir,
   toolVersion,
+  track,
   waitForQuiet,
   writePatternFile,
 } from "./lib";
 
 await waitForQuiet();
 
-const SIZE = Number(process.env.SIZE_MIB ?? 256) * MiB;
-const REPS = Number(process.env.REPS ?? 2);
-const PIECE_SIZES = (process.env.PIECE_SIZES ?? "auto,1048576,4194304").split(",");
+const SIZE = Number(process.env.SIZE_MIB ?? 384) * MiB;
+const REPS = Number(process.env.REPS ?? 3);
+const PIECE_SIZES = (process.env.PIECE_SIZES ?? "auto,4194304").split(",");
 const SS_MS = Number(process.env.SS_MS ?? 20);
 const SEED = 7;
 /** aria2c's info log gives client-side piece timestamps; ARIA2_LOG=0 runs it without (seeder side only). */
@@ -156,6 +163,98 @@ print(json.dumps({"first": first, "end": end, "t5": t5, "b5": b5, "t95": t95, "b
 ses.pause()
 `;
 
+/**
+ * The reference seeder: one libtorrent session, same loopback-only settings, the torrent added
+ * from the same .torrent over a directory holding the object under the torrent's name. libtorrent
+ * checks the file when it is added (the ready line is printed once it seeds); it then serves until
+ * its stdin closes. Settings are libtorrent's defaults otherwise: what a user would run.
+ */
+const LT_SEEDER_SCRIPT = `
+import json, sys, time
+import libtorrent as lt
+args = json.loads(sys.argv[1])
+ses = lt.session({
+    "listen_interfaces": "127.0.0.1:%d" % args["port"], "outgoing_interfaces": "127.0.0.1",
+    "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+    "enable_outgoing_utp": False, "enable_incoming_utp": False,
+    "user_agent": "proxytorrent-bench-libtorrent-seeder",
+})
+atp = lt.add_torrent_params()
+atp.ti = lt.torrent_info(args["torrent"])
+atp.save_path = args["dir"]
+h = ses.add_torrent(atp)
+deadline = time.time() + 120
+while not h.status().is_seeding:
+    if time.time() > deadline: sys.exit("libtorrent seeder: not seeding after 120 s: %s" % h.status().state)
+    time.sleep(0.01)
+print(json.dumps({"port": ses.listen_port(), "seeding": True}), flush=True)
+sys.stdin.read()
+`;
+
+interface LtSeeder {
+  port: number;
+  pid: number;
+  cpuMs(): number;
+  stop(): Promise<void>;
+}
+
+/** Start the libtorrent seeder over `file` (linked as `name` into `dir`); resolves once it seeds. */
+async function startLtSeeder(
+  torrentPath: string,
+  dir: string,
+  name: string,
+  file: string,
+): Promise<LtSeeder> {
+  await mkdir(dir, { recursive: true });
+  linkSync(file, join(dir, name));
+  const port = await freePort();
+  const p = track(
+    spawn(["/usr/bin/python3", "-c", LT_SEEDER_SCRIPT, JSON.stringify({ torrent: torrentPath, dir, port })], {
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
+    }),
+  );
+  const reader = p.stdout.getReader();
+  let out = "";
+  const deadline = performance.now() + 150_000;
+  while (!out.includes("\n") && performance.now() < deadline) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    out += new TextDecoder().decode(value);
+  }
+  if (!out.includes('"seeding": true')) {
+    p.kill("SIGKILL");
+    throw new Error(`libtorrent seeder did not start: ${out}${await new Response(p.stderr).text()}`);
+  }
+  // Keep draining its output so it never blocks on a full pipe.
+  void (async () => {
+    while (!(await reader.read()).done) {}
+  })();
+  return {
+    port: JSON.parse(out.trim()).port,
+    pid: p.pid,
+    cpuMs: () => procCpuMs(p.pid),
+    async stop() {
+      p.stdin.end();
+      const t = setTimeout(() => p.kill("SIGKILL"), 10_000);
+      await p.exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** utime+stime of a process in ms (/proc/<pid>/stat). */
+function procCpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 interface ClientResult {
   /** Client-side MB/s over 5-95 % of the object. */
   clientSteady: number;
@@ -244,14 +343,21 @@ async function curl(url: string): Promise<ClientResult> {
 
 // ---------- the run ----------
 
+type Kind = "libtorrent" | "lt-seeder" | "aria2-bt" | "aria2-webseed" | "curl";
+const ALL_KINDS: Kind[] = ["libtorrent", "lt-seeder", "aria2-bt", "aria2-webseed", "curl"];
+const KINDS = (process.env.KINDS?.split(",").filter(Boolean) as Kind[] | undefined) ?? ALL_KINDS;
+for (const k of KINDS)
+  if (!ALL_KINDS.includes(k)) throw new Error(`unknown kind ${k} (${ALL_KINDS.join(", ")})`);
+
 const work = await tmpDir("pt-bench-seed-");
 const file = join(work, "seed.bin");
 await writePatternFile(file, SIZE, SEED);
 const origin = fileOrigin({ "/files/seed.bin": { path: file, type: "application/octet-stream" } });
 
-type Kind = "libtorrent" | "aria2-bt" | "aria2-webseed" | "curl";
 interface Measure {
   kind: Kind;
+  /** 1-based; round 1 is the first download from that seeder. */
+  round: number;
   seeder: number;
   client: ClientResult;
   cpuMs: number;
@@ -295,22 +401,33 @@ for (const ps of PIECE_SIZES) {
   await Bun.write(paths.web, variant(["announce", "announce-list"]));
   const runs: Measure[] = [];
   results.set(ps, { pieceLength, runs });
+  // Started after the service's request is ready, so both seeders meet their first leecher cold.
+  const ltSeeder = KINDS.includes("lt-seeder")
+    ? await startLtSeeder(paths.direct, join(dir, "lt-seeder"), name, file)
+    : null;
 
-  const measure = async (kind: Kind, port: number, go: (d: string) => Promise<ClientResult>) => {
-    const d = join(dir, `${kind}-${runs.length}`);
+  const measure = async (
+    kind: Kind,
+    round: number,
+    port: number,
+    cpu: () => number,
+    go: (d: string) => Promise<ClientResult>,
+  ) => {
+    const d = join(dir, `${kind}-${round}`);
     await mkdir(d, { recursive: true });
     const m0 = await svc.metrics();
-    const cpu0 = svc.cpuMs();
+    const cpu0 = cpu();
     const sampler = ssSampler(port);
     const client = await go(d);
     const samples = await sampler.stop();
-    const cpuMs = svc.cpuMs() - cpu0;
+    const cpuMs = cpu() - cpu0;
     const m1 = await svc.metrics();
     const delta = (via: string) =>
       promValue(m1, "proxytorrent_upload_bytes_total", { via }) -
       promValue(m0, "proxytorrent_upload_bytes_total", { via });
     const r: Measure = {
       kind,
+      round,
       seeder: steadyRate(samples, SIZE),
       client,
       cpuMs,
@@ -320,16 +437,41 @@ for (const ps of PIECE_SIZES) {
     runs.push(r);
     removeDir(d);
     log(
-      `piece ${ps} (${pieceLength / 1024} KiB) ${kind}: seeder ${fmt(r.seeder, 0)} MB/s, client ${fmt(client.clientSteady, 0)} MB/s (first→last ${fmt(client.clientFull, 0)}), wall ${fmt(client.wallMs, 0)} ms, seeder CPU ${fmt(cpuMs, 0)} ms, counters peer ${fmt(r.peerBytes / MiB, 0)} MiB webseed ${fmt(r.webseedBytes / MiB, 0)} MiB`,
+      `piece ${ps} (${pieceLength / 1024} KiB) ${kind} round ${round}: seeder ${fmt(r.seeder, 0)} MB/s, client ${fmt(client.clientSteady, 0)} MB/s (first→last ${fmt(client.clientFull, 0)}), wall ${fmt(client.wallMs, 0)} ms, seeder CPU ${fmt(cpuMs, 0)} ms, counters peer ${fmt(r.peerBytes / MiB, 0)} MiB webseed ${fmt(r.webseedBytes / MiB, 0)} MiB`,
     );
   };
 
-  for (let rep = 0; rep < REPS; rep++) {
-    await measure("libtorrent", svc.torrentPort, (d) => libtorrent(paths.direct, d, svc.torrentPort));
-    await measure("aria2-bt", svc.torrentPort, (d) => aria2(paths.bt, d, pieceLength));
-    await measure("aria2-webseed", svc.port, (d) => aria2(paths.web, d, pieceLength));
-    await measure("curl", svc.port, () => curl(`${webSeed}${encodeURIComponent(name)}`));
+  const svcCpu = () => svc.cpuMs();
+  for (let round = 1; round <= REPS; round++) {
+    const ours = async () => {
+      if (KINDS.includes("libtorrent"))
+        await measure("libtorrent", round, svc.torrentPort, svcCpu, (d) =>
+          libtorrent(paths.direct, d, svc.torrentPort),
+        );
+    };
+    const reference = async () => {
+      if (ltSeeder)
+        await measure("lt-seeder", round, ltSeeder.port, ltSeeder.cpuMs, (d) =>
+          libtorrent(paths.direct, d, ltSeeder.port),
+        );
+    };
+    // Ours first in round 1 (the first download after the request became ready), then the two
+    // alternate, so neither always follows the other's disk writes.
+    if (round % 2 === 1) {
+      await ours();
+      await reference();
+    } else {
+      await reference();
+      await ours();
+    }
+    if (KINDS.includes("aria2-bt"))
+      await measure("aria2-bt", round, svc.torrentPort, svcCpu, (d) => aria2(paths.bt, d, pieceLength));
+    if (KINDS.includes("aria2-webseed"))
+      await measure("aria2-webseed", round, svc.port, svcCpu, (d) => aria2(paths.web, d, pieceLength));
+    if (KINDS.includes("curl"))
+      await measure("curl", round, svc.port, svcCpu, () => curl(`${webSeed}${encodeURIComponent(name)}`));
   }
+  await ltSeeder?.stop();
   await svc.stop();
 }
 origin.stop();
@@ -338,22 +480,59 @@ origin.stop();
 
 const LABEL: Record<Kind, string> = {
   libtorrent: "BitTorrent → libtorrent (direct connect)",
+  "lt-seeder": "libtorrent seeding → libtorrent",
   "aria2-bt": "BitTorrent → aria2c (via tracker)",
   "aria2-webseed": "web seed → aria2c",
   curl: "web seed → curl (HTTP reference)",
 };
 const rows: Row[] = [];
 const med = (xs: number[]) => fmt(median(xs), 0);
+const cpuPerGiB = (rs: Measure[]) => fmt(median(rs.map((r) => (r.cpuMs / SIZE) * MiB * 1024)), 0);
+const seederText = (rs: Measure[], ratio = "") =>
+  `seeder ${med(rs.map((r) => r.seeder))} MB/s (${rs.map((r) => fmt(r.seeder, 0)).join(", ")})${ratio}; client ${med(rs.map((r) => r.client.clientSteady))} MB/s (${rs.map((r) => fmt(r.client.clientSteady, 0)).join(", ")}); seeder CPU ${cpuPerGiB(rs)} ms/GiB`;
 for (const [ps, { pieceLength, runs }] of results) {
   const of = (k: Kind) => runs.filter((r) => r.kind === k);
+  const pieces = `TORRENT__PIECE_SIZE=${ps} (${pieceLength / 1024} KiB pieces)`;
   const curlRuns = of("curl");
-  const refText = `curl from the web seed: ${med(curlRuns.map((r) => r.client.clientSteady))} MB/s at the client, ${med(curlRuns.map((r) => r.seeder))} MB/s at the seeder`;
-  for (const k of ["libtorrent", "aria2-bt", "aria2-webseed"] as Kind[]) {
-    const rs = of(k);
+  const curlText = curlRuns.length
+    ? `curl from the web seed: ${med(curlRuns.map((r) => r.client.clientSteady))} MB/s at the client, ${med(curlRuns.map((r) => r.seeder))} MB/s at the seeder`
+    : "–";
+  const ours = of("libtorrent");
+  const lt = of("lt-seeder");
+  if (ours.length) {
+    const ltMed = median(lt.map((r) => r.seeder));
+    const ltText = lt.length
+      ? `libtorrent ${toolVersion(["/usr/bin/python3", "-c", "import libtorrent; print(libtorrent.version)"], /[\d.]+/)} seeding the same torrent to the same leecher: ${seederText(lt)}`
+      : curlText;
+    const ratio = (x: number) => (lt.length ? ` = ${fmt(x / ltMed, 2)}× libtorrent's median` : "");
+    const oursMed = median(ours.map((r) => r.seeder));
     rows.push({
-      figure: `${LABEL[k]}, TORRENT__PIECE_SIZE=${ps} (${pieceLength / 1024} KiB pieces)`,
-      measured: `seeder ${med(rs.map((r) => r.seeder))} MB/s (${rs.map((r) => fmt(r.seeder, 0)).join(", ")}); client ${med(rs.map((r) => r.client.clientSteady))} MB/s (${rs.map((r) => fmt(r.client.clientSteady, 0)).join(", ")}); seeder CPU ${fmt(median(rs.map((r) => (r.cpuMs / SIZE) * MiB * 1024)), 0)} ms/GiB; client wall ${med(rs.map((r) => r.client.wallMs))} ms`,
-      reference: refText,
+      figure: `${LABEL.libtorrent}, ${pieces}`,
+      measured: `${seederText(ours, ratio(oursMed))}; client wall ${med(ours.map((r) => r.client.wallMs))} ms`,
+      reference: ltText,
+      target: lt.length
+        ? "≥ 1.0× libtorrent's median and ≥ 500 MB/s at the seeder"
+        : "≥ 500 MB/s at the seeder",
+    });
+    const first = ours.find((r) => r.round === 1);
+    const ltFirst = lt.find((r) => r.round === 1);
+    if (first)
+      rows.push({
+        figure: `of which the first download after the request became ready, ${pieces}`,
+        measured: `seeder ${fmt(first.seeder, 0)} MB/s${ratio(first.seeder)}; seeder CPU ${fmt((first.cpuMs / SIZE) * MiB * 1024, 0)} ms/GiB`,
+        reference: ltFirst
+          ? `libtorrent's first download: ${fmt(ltFirst.seeder, 0)} MB/s, CPU ${fmt((ltFirst.cpuMs / SIZE) * MiB * 1024, 0)} ms/GiB`
+          : "–",
+        target: lt.length ? "≥ 0.8× libtorrent's median" : "–",
+      });
+  }
+  for (const k of ["aria2-bt", "aria2-webseed"] as Kind[]) {
+    const rs = of(k);
+    if (!rs.length) continue;
+    rows.push({
+      figure: `${LABEL[k]}, ${pieces}`,
+      measured: `${seederText(rs)}; client wall ${med(rs.map((r) => r.client.wallMs))} ms`,
+      reference: curlText,
       target: k === "aria2-webseed" ? "≥ 500 MB/s (web seed)" : "≥ 500 MB/s at the seeder",
     });
   }
@@ -361,25 +540,26 @@ for (const [ps, { pieceLength, runs }] of results) {
 const wrong = [...results.values()]
   .flatMap((x) => x.runs)
   .filter((r) =>
-    r.kind === "libtorrent" || r.kind === "aria2-bt"
-      ? r.peerBytes < SIZE * 0.99 || r.webseedBytes > 0
-      : r.peerBytes > 0 || r.webseedBytes < SIZE * 0.99,
+    r.kind === "lt-seeder"
+      ? r.peerBytes > 0 || r.webseedBytes > 0
+      : r.kind === "libtorrent" || r.kind === "aria2-bt"
+        ? r.peerBytes < SIZE * 0.99 || r.webseedBytes > 0
+        : r.peerBytes > 0 || r.webseedBytes < SIZE * 0.99,
   );
 appendResults({
   title: `3. Seeding ${SIZE / MiB} MiB on loopback`,
   setup: [
-    `one fresh service per piece size (bin/proxytorrent serve, defaults + FETCHER__* raised); ${REPS} downloads per client and piece size, medians shown with each run in brackets`,
-    `seeder = the service's sockets on the serving port (ss -tin bytes_acked every ${SS_MS} ms), MB/s between 5 % and 95 % of the object; client = transfer timestamps over the same 5–95 % (libtorrent status every 2 ms; aria2c info-log piece stamps; curl time_total − time_starttransfer over the whole body)`,
+    `one fresh service per piece size (bin/proxytorrent serve, defaults + FETCHER__* raised); ${REPS} rounds, each: ${KINDS.join(", ")}; round 1 of the service is the first download after its request became ready; the service and the libtorrent seeder alternate who goes first from round 2 on; medians shown with each round in brackets (round 1 first)`,
+    `reference seeder: one python3-libtorrent session per piece size (defaults, loopback only, no uTP), started after the service's request was ready, seeding the same torrent from the source file (linked under the torrent's name; libtorrent checks it on add, so the page cache is warm for both)`,
+    `seeder = the seeder's sockets on its BitTorrent or HTTP port (ss -tin bytes_acked every ${SS_MS} ms), MB/s between 5 % and 95 % of the object; client = transfer timestamps over the same 5–95 % (libtorrent status every 2 ms; aria2c info-log piece stamps; curl time_total − time_starttransfer over the whole body); seeder CPU from /proc/<pid>/stat`,
     `clients: libtorrent ${toolVersion(["/usr/bin/python3", "-c", "import libtorrent; print(libtorrent.version)"], /[\d.]+/)} (python3-libtorrent), ${toolVersion(["aria2c", "--version"], /aria2 version ([\d.]+)/)} aria2c, curl ${toolVersion(["curl", "--version"], /curl ([\d.]+)/)}; MB = 10^6 bytes`,
     `auto piece size for ${SIZE / MiB} MiB resolves to ${(results.get("auto")?.pieceLength ?? 0) / 1024} KiB`,
   ],
   rows,
   notes: wrong.length
-    ? [
-        `${wrong.length} BitTorrent download(s) did not go over peer connections only (check the counters in the log).`,
-      ]
+    ? [`${wrong.length} download(s) did not go the intended way (check the counters in the log).`]
     : [
-        "proxytorrent_upload_bytes_total{via} confirmed every BitTorrent download went over peer connections and every web-seed download over the web seed.",
+        "proxytorrent_upload_bytes_total{via} confirmed every BitTorrent download from the service went over peer connections, every web-seed download over the web seed, and the service sent nothing while libtorrent seeded.",
       ],
 });
 process.exit(0);

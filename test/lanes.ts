@@ -82,6 +82,7 @@ export const LANES: Record<string, string[]> = {
     "test/e2e/restart.test.ts",
     "test/swarm/mse-fast-dh.test.ts",
     "test/swarm/seeding.test.ts",
+    "test/swarm/store-recycle.test.ts",
     "test/swarm/swarm.test.ts",
     "test/swarm/tracker.test.ts",
   ],

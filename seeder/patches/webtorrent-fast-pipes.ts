@@ -6,8 +6,9 @@
  * with four streamx Transforms that do nothing when limits are off except pass each chunk along
  * (a piece message is two chunks: 13-byte header + block) and count bytes. At hundreds of MB/s that
  * bookkeeping is a large share of the seeder's CPU. Here, for clients registered with
- * `installFastPipes`, peers are wired directly (socket.pipe(wire).pipe(socket)) and the byte
- * counters come from the wire's own 'upload'/'download' events (payload bytes of piece messages).
+ * `installFastPipes`, peers are wired directly (socket.pipe(wire), and wire -> socket by a write
+ * loop that reports each written chunk to CasBlobStore) and the byte counters come from the
+ * wire's own 'upload'/'download' events (payload bytes of piece messages).
  *
  * Teardown is unchanged: Peer.onConnect already destroys the peer (socket and wire) on 'end',
  * 'close', 'finish' or 'error' of either side, which is all pipeline() added there.
@@ -18,6 +19,7 @@
  * replaces is gone (docs/patches.md).
  */
 import Peer from "webtorrent/lib/peer.js";
+import { chunkWritten } from "../node/swarm/store";
 import { type LibraryPatch, packageVersion, requirePatch } from "./patch";
 
 export const fastPipesPatch: LibraryPatch = {
@@ -37,10 +39,15 @@ export const fastPipesPatch: LibraryPatch = {
 
 interface Pipeable {
   pipe<T>(dest: T): T;
+  write(chunk: unknown, cb: () => void): boolean;
+  end(): void;
+  on(ev: string, fn: (...args: never[]) => void): void;
+  pause(): void;
+  resume(): void;
 }
 interface PeerLike {
   conn: Pipeable | null;
-  wire: (Pipeable & { on(ev: string, fn: (n: number) => void): void }) | null;
+  wire: Pipeable | null;
   throttleGroups: object;
   destroyed: boolean;
   emit(ev: string, n: number): boolean;
@@ -63,12 +70,19 @@ export function installFastPipes(client: { throttleGroups: object }): void {
       original.call(this);
       return;
     }
-    wire.on("upload", (n) => {
+    wire.on("upload", (n: number) => {
       if (!this.destroyed) this.emit("upload", n);
     });
-    wire.on("download", (n) => {
+    wire.on("download", (n: number) => {
       if (!this.destroyed) this.emit("download", n);
     });
-    conn.pipe(wire).pipe(conn);
+    conn.pipe(wire);
+    // wire -> socket by hand rather than pipe(): each chunk's own write callback tells
+    // CasBlobStore that the view is written, so its piece buffer can be reused (store.ts).
+    wire.on("data", (chunk: unknown) => {
+      if (!conn.write(chunk, () => chunkWritten(chunk))) wire.pause();
+    });
+    conn.on("drain", () => wire.resume());
+    wire.on("end", () => conn.end()); // what pipe() did when the wire ends
   };
 }

@@ -181,6 +181,9 @@ if enc:
     settings["in_enc_policy"] = int(lt.enc_policy.pe_forced)
     settings["allowed_enc_level"] = int({"rc4": lt.enc_level.rc4, "both": lt.enc_level.pe_both}[enc])
     settings["prefer_rc4"] = enc == "rc4"
+    # Keep the connection to the seeder once done (seed to seed), so its encryption flags can still
+    # be read when a fast download finished between two samples.
+    settings["close_redundant_connections"] = False
 ses = lt.session(settings)
 if enc:
     s = ses.get_settings()
@@ -198,11 +201,7 @@ if peer:
     h.connect_peer(peer)
 
 seen = set()
-last_print = 0.0
-last_dial = time.time()
-while True:
-    for a in ses.pop_alerts():
-        sys.stderr.write("alert: %s: %s\n" % (type(a).__name__, a.message()))
+def sample_encryption():
     for p in (h.get_peer_info() if enc else []):
         if p.flags & (lt.peer_info.connecting | lt.peer_info.handshake):
             continue  # not established yet: no encryption flags to read
@@ -212,8 +211,15 @@ while True:
             seen.add("plaintext-after-handshake")
         else:
             seen.add("none")
+last_print = 0.0
+last_dial = time.time()
+while True:
+    for a in ses.pop_alerts():
+        sys.stderr.write("alert: %s: %s\n" % (type(a).__name__, a.message()))
+    sample_encryption()
     st = h.status()
     if st.is_seeding or st.is_finished:
+        sample_encryption()  # the connection is kept open (close_redundant_connections off)
         break
     now = time.time()
     if now - last_print > 1.0:
