@@ -1,6 +1,6 @@
 /**
- * The few primitives auth needs, on Web Crypto only (Workers, Bun, browsers): SHA-256, HMAC-SHA256,
- * hex/base64 codecs and a constant-time comparison.
+ * The few primitives auth needs, on Web Crypto (Workers, Bun, browsers): SHA-256, HMAC-SHA256,
+ * hex/base64 codecs and a constant-time comparison. SHA-256 takes Bun's own hasher when present.
  */
 const enc = new TextEncoder();
 
@@ -40,8 +40,17 @@ export function fromBase64(s: string): Bytes | null {
   }
 }
 
+/**
+ * Bun's synchronous SHA-256, when this runs under Bun. Web Crypto's digest() costs ~4 µs a call
+ * there (0.3 µs this way), and every bearer-authenticated request hashes the presented
+ * credential. Same digest either way; Workers and browsers use Web Crypto.
+ */
+const bunHasher = (globalThis as { Bun?: { CryptoHasher: { hash(alg: "sha256", data: Bytes): Uint8Array } } })
+  .Bun?.CryptoHasher;
+
 export async function sha256(data: Bytes | string): Promise<Bytes> {
   const bytes = typeof data === "string" ? utf8(data) : data;
+  if (bunHasher) return new Uint8Array(bunHasher.hash("sha256", bytes));
   return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as BufferSource));
 }
 

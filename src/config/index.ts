@@ -196,6 +196,11 @@ export const SETTINGS = {
     300,
     "How far the `created` time of a signed request may be from the server's clock.",
   ),
+  SECURITY__API_KEY_CACHE_SECONDS: s(
+    int(0, 300),
+    5,
+    "How long an API process trusts an API key it has verified before reading the database again: a revoked key keeps working for at most this long; 0 checks every request.",
+  ),
   SECURITY__KEY_ENCRYPTION_SECRET: opt(
     text,
     "Seals the stored hash of each API key (the HMAC key of signed requests) so the database alone cannot sign; at least 32 characters, the same in every API process and `keys` command.",
@@ -500,6 +505,8 @@ export interface Config {
     /** CIDRs of reverse proxies whose X-Forwarded-For is believed. */
     trustedProxies: string[];
     signatureWindowSeconds: number;
+    /** Verified API keys are trusted this long without a database read (src/auth/key-cache.ts). */
+    apiKeyCacheMs: number;
     /** Seals stored API key hashes (src/auth/keys.ts). */
     keyEncryptionSecret?: string;
     /** Largest request body accepted on any route (SECURITY__MAX_BODY_BYTES). */
@@ -662,6 +669,7 @@ export function loadConfig(env: Env): Config {
       jwt,
       trustedProxies: r.SECURITY__TRUSTED_PROXIES,
       signatureWindowSeconds: r.SECURITY__SIGNATURE_WINDOW_SECONDS,
+      apiKeyCacheMs: r.SECURITY__API_KEY_CACHE_SECONDS * 1000,
       keyEncryptionSecret: r.SECURITY__KEY_ENCRYPTION_SECRET,
       maxBodyBytes: r.SECURITY__MAX_BODY_BYTES,
     },
