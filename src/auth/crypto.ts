@@ -8,9 +8,12 @@ export type Bytes = Uint8Array;
 
 export const utf8 = (s: string): Bytes => enc.encode(s);
 
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/** Lower-case hex (a table lookup per byte: this runs on every API-key request). */
 export function toHex(b: Bytes): string {
   let out = "";
-  for (const x of b) out += x.toString(16).padStart(2, "0");
+  for (let i = 0; i < b.length; i++) out += HEX[b[i]!];
   return out;
 }
 
