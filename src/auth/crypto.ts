@@ -1,6 +1,6 @@
 /**
- * The few primitives auth needs, on Web Crypto only (Workers, Bun, browsers): SHA-256, HMAC-SHA256,
- * hex/base64 codecs and a constant-time comparison.
+ * The few primitives auth needs, on Web Crypto (Workers, Bun, browsers): SHA-256, HMAC-SHA256,
+ * hex/base64 codecs and a constant-time comparison. SHA-256 takes Bun's own hasher when present.
  */
 const enc = new TextEncoder();
 
@@ -8,9 +8,12 @@ export type Bytes = Uint8Array;
 
 export const utf8 = (s: string): Bytes => enc.encode(s);
 
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/** Lower-case hex (a table lookup per byte: this runs on every API-key request). */
 export function toHex(b: Bytes): string {
   let out = "";
-  for (const x of b) out += x.toString(16).padStart(2, "0");
+  for (let i = 0; i < b.length; i++) out += HEX[b[i]!];
   return out;
 }
 
@@ -40,8 +43,17 @@ export function fromBase64(s: string): Bytes | null {
   }
 }
 
+/**
+ * Bun's synchronous SHA-256, when this runs under Bun. Web Crypto's digest() costs ~4 µs a call
+ * there (0.3 µs this way), and every bearer-authenticated request hashes the presented
+ * credential. Same digest either way; Workers and browsers use Web Crypto.
+ */
+const bunHasher = (globalThis as { Bun?: { CryptoHasher: { hash(alg: "sha256", data: Bytes): Uint8Array } } })
+  .Bun?.CryptoHasher;
+
 export async function sha256(data: Bytes | string): Promise<Bytes> {
   const bytes = typeof data === "string" ? utf8(data) : data;
+  if (bunHasher) return new Uint8Array(bunHasher.hash("sha256", bytes));
   return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as BufferSource));
 }
 

@@ -253,6 +253,12 @@ export const SETTINGS = {
     "How far the `created` time of a signed request may be from the server's clock.",
     { at: "security.signatureWindowSeconds" },
   ),
+  SECURITY__API_KEY_CACHE_SECONDS: s(
+    int(0, 300),
+    5,
+    "How long an API process trusts an API key it has verified before reading the database again: a revoked key keeps working for at most this long; 0 checks every request.",
+    { at: "security.apiKeyCacheMs", map: secondsToMs },
+  ),
   SECURITY__KEY_ENCRYPTION_SECRET: opt(
     text,
     "Seals the stored hash of each API key (AES-256-GCM; the HMAC key of signed requests) so the database alone cannot sign; at least 32 characters, the same in every API process, the Worker and `keys` command (docs/auth.md).",

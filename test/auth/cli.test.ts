@@ -39,7 +39,8 @@ beforeAll(async () => {
 });
 
 async function openApi() {
-  const config = loadConfig({ STORAGE__BASE_PATH: dir });
+  // No key cache: "revoke" below checks the next request (the cache's bound: key-cache.test.ts).
+  const config = loadConfig({ STORAGE__BASE_PATH: dir, SECURITY__API_KEY_CACHE_SECONDS: "0" });
   const { client, db } = await openDatabase(config);
   const app = createApp({
     db,

@@ -14,9 +14,10 @@
  */
 import type { Context, MiddlewareHandler } from "hono";
 import { ipBucket } from "../../auth/client-ip";
-import { hmacSha256, safeEqual, sha256Hex, toHex } from "../../auth/crypto";
+import { hmacSha256, safeEqual, sha256, sha256Hex, timingSafeEqual, toHex } from "../../auth/crypto";
 import { createJwtVerifier, looksLikeJwt } from "../../auth/jwt";
-import { markKeyUsed, signingKey, verifyApiKey } from "../../auth/keys";
+import { VerifiedKeyCache } from "../../auth/key-cache";
+import { markKeyUsed, signingKey } from "../../auth/keys";
 import { rememberNonce } from "../../auth/nonces";
 import { ANONYMOUS, type AuthScheme, hasScope, makePrincipal, type Principal } from "../../auth/principal";
 import { type Bucket, peek, record } from "../../auth/rate-limits";
@@ -39,21 +40,35 @@ export function auth(deps: Pick<AppDeps, "db" | "clock" | "config" | "log">): Mi
   const { db, clock, config, log } = deps;
   const sec = config.security;
   const jwt = sec.jwt ? createJwtVerifier(sec.jwt) : null;
-  // Principal ids of static tokens, computed once: a hash, never a prefix of the token.
-  const tokenIds = new Map<string, Promise<string>>(
-    sec.bearerTokens.map((t) => [t, sha256Hex(t).then((h) => `token:${h.slice(0, 16)}`)]),
-  );
+  // Static tokens by their SHA-256, computed once: a request hashes only the token it presents
+  // and compares digests in constant time (as safeEqual would, without re-hashing every known
+  // token each time). The principal id is a hash too, never a prefix of the token.
+  const tokens = sec.bearerTokens.map((t) => ({
+    digest: sha256(t),
+    id: sha256Hex(t).then((h) => `token:${h.slice(0, 16)}`),
+  }));
+  const keys = new VerifiedKeyCache(db, sec.apiKeyCacheMs, sec.keyEncryptionSecret);
 
   // "This IP is not locked out", remembered for a moment so a busy client does not cost a database
   // read per request. A failure here forgets it at once; failures counted by other processes show
   // up here at most CLEAN_VERDICT_MS late.
   const cleanUntil = new Map<string, number>();
-  const failureBucket = (ip: string | null): Bucket => ({
-    name: `authfail:ip:${ipBucket(ip)}`,
-    limit: config.rateLimit.authFailuresPerIpMinute,
-    windowMs: 60_000,
-    message: "Rate limit exceeded: too many failed authentication attempts from IP",
-  });
+  // The bucket of each client address, built once per address (parsing it is not free).
+  const buckets = new Map<string | null, Bucket>();
+  const failureBucket = (ip: string | null): Bucket => {
+    let b = buckets.get(ip);
+    if (!b) {
+      if (buckets.size > 10_000) buckets.clear();
+      b = {
+        name: `authfail:ip:${ipBucket(ip)}`,
+        limit: config.rateLimit.authFailuresPerIpMinute,
+        windowMs: 60_000,
+        message: "Rate limit exceeded: too many failed authentication attempts from IP",
+      };
+      buckets.set(ip, b);
+    }
+    return b;
+  };
 
   async function bySignature(c: Context<AppEnv>): Promise<Outcome> {
     const now = clock.now();
@@ -83,12 +98,15 @@ export function auth(deps: Pick<AppDeps, "db" | "clock" | "config" | "log">): Mi
   }
 
   async function byBearer(token: string): Promise<Outcome | null> {
-    for (const [known, id] of tokenIds) {
-      if (await safeEqual(token, known))
-        return { principal: makePrincipal(await id, DEFAULT_SCOPES, "token") };
+    if (tokens.length) {
+      const presented = await sha256(token);
+      for (const t of tokens) {
+        if (timingSafeEqual(presented, await t.digest))
+          return { principal: makePrincipal(await t.id, DEFAULT_SCOPES, "token") };
+      }
     }
     if (token.startsWith("pt_")) {
-      const key = await verifyApiKey(db, token, clock.now(), sec.keyEncryptionSecret);
+      const key = await keys.verify(token, clock.now());
       if (key) return { principal: makePrincipal(key.tenant, key.scopes, "key", key.id) };
       return { scheme: "key", reason: "unknown, revoked or wrong API key" };
     }
