@@ -167,14 +167,8 @@ export async function startEmbedded(
   opts: { log?: Logger; clock?: Clock } = {},
 ): Promise<Running> {
   const log = opts.log ?? makeLogger(config);
-  verifyLibraryPatches(log, patchesFor(config, "embedded"));
   const clock = opts.clock ?? systemClock;
-  const lock = prepareStorage(config, log, true);
-  const { client, db } = await openDatabase(config);
-  secureDatabaseFile(config.database.url, log);
-  await runMigrations(db);
-  await warnAboutDefaults(config, db, log, "embedded");
-  const metrics = buildMetrics(config, db);
+  const { lock, client, db, metrics } = await openForRole(config, log, "embedded");
   const node = buildNode(config, db, clock, log, metrics);
   await node.start();
   const webhooks = startWebhookDelivery(config, db, clock, log, metrics);
@@ -235,13 +229,7 @@ export async function startEmbedded(
 
 export async function startApi(config: Config, opts: { log?: Logger } = {}): Promise<Running> {
   const log = opts.log ?? makeLogger(config);
-  verifyLibraryPatches(log, patchesFor(config, "api"));
-  prepareStorage(config, log, false);
-  const { client, db } = await openDatabase(config);
-  secureDatabaseFile(config.database.url, log);
-  await runMigrations(db);
-  await warnAboutDefaults(config, db, log, "api");
-  const metrics = buildMetrics(config, db);
+  const { client, db, metrics } = await openForRole(config, log, "api");
   let server: Server<unknown> | null = null;
   const app = createApp({
     db,
@@ -278,13 +266,7 @@ export async function startApi(config: Config, opts: { log?: Logger } = {}): Pro
 
 export async function startSeeder(config: Config, opts: { log?: Logger } = {}): Promise<Running> {
   const log = opts.log ?? makeLogger(config);
-  verifyLibraryPatches(log, patchesFor(config, "seeder"));
-  const lock = prepareStorage(config, log, true);
-  const { client, db } = await openDatabase(config);
-  secureDatabaseFile(config.database.url, log);
-  await runMigrations(db);
-  await warnAboutDefaults(config, db, log, "seeder");
-  const metrics = buildMetrics(config, db);
+  const { lock, client, db, metrics } = await openForRole(config, log, "seeder");
   const node = buildNode(config, db, systemClock, log, metrics);
   await node.start();
   const webhooks = startWebhookDelivery(config, db, systemClock, log, metrics);
@@ -350,6 +332,21 @@ function nodeHealthChecks(node: SeederNode) {
  * The storage folder made private (0700; see seeder/node/storage.ts) and, for a process that runs a
  * node, locked for it alone: a second `serve`/`seeder` on the same folder fails here.
  */
+/**
+ * What every process does before it serves, in this order: check the library patches its role
+ * relies on, make the storage folder private (and lock it for a process that runs a node), open
+ * and migrate the database, say what is unsafe about the settings, and build the metrics.
+ */
+async function openForRole(config: Config, log: Logger, role: "embedded" | "api" | "seeder") {
+  verifyLibraryPatches(log, patchesFor(config, role));
+  const lock = prepareStorage(config, log, role !== "api");
+  const { client, db } = await openDatabase(config);
+  secureDatabaseFile(config.database.url, log);
+  await runMigrations(db);
+  await warnAboutDefaults(config, db, log, role);
+  return { lock, client, db, metrics: buildMetrics(config, db) };
+}
+
 function prepareStorage(config: Config, log: Logger, node: boolean): StorageLock {
   secureStorageFolder(config.storage.basePath, log, node);
   return node ? lockStorageFolder(config.storage.basePath, config.node.name) : { release() {} };
