@@ -89,6 +89,9 @@ export async function claimJobs(
     .returning();
 }
 
+/** The fields that put a job back in the queue with no lease (retry, hand-back, waiting for a proxy). */
+const BACK_IN_QUEUE = { status: "queued", progress: 0, leaseToken: null, leaseExpiresAt: null } as const;
+
 export const WAITING_FOR_PROXY = "waiting_for_proxy";
 export const WAITING_FOR_PROXY_MESSAGE =
   "Waiting for a node with a proxy: this request was made while fetches had to go through a proxy, and only a node fetching through one may do it";
@@ -108,10 +111,7 @@ export async function markWaitingForProxy(
   const res = await db
     .update(fetchJobs)
     .set({
-      status: "queued",
-      progress: 0,
-      leaseToken: null,
-      leaseExpiresAt: null,
+      ...BACK_IN_QUEUE,
       errorCode: WAITING_FOR_PROXY,
       errorMessage: WAITING_FOR_PROXY_MESSAGE,
       updatedAt: now,
@@ -246,11 +246,8 @@ export async function failJob(
     .set(
       retry
         ? {
-            status: "queued",
-            progress: 0,
+            ...BACK_IN_QUEUE,
             nextAttemptAt: now + retryDelayMs(job.attempts),
-            leaseToken: null,
-            leaseExpiresAt: null,
             errorCode: err.code,
             errorMessage: `${err.message} (attempt ${job.attempts} of ${job.maxAttempts}; retrying)`,
             updatedAt: now,
@@ -297,10 +294,7 @@ export async function releaseJob(db: Database, clock: Clock, lease: JobLease): P
   const res = await db
     .update(fetchJobs)
     .set({
-      status: "queued",
-      progress: 0,
-      leaseToken: null,
-      leaseExpiresAt: null,
+      ...BACK_IN_QUEUE,
       nextAttemptAt: now,
       attempts: sql`max(0, ${fetchJobs.attempts} - 1)`,
       updatedAt: now,

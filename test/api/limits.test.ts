@@ -4,13 +4,13 @@
  * input back, a signature check that reads no body for a stranger, and a clear 415 for non-JSON.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createApp } from "../../src/api/app";
+import type { createApp } from "../../src/api/app";
 import { sha256 } from "../../src/auth/crypto";
 import { createApiKey } from "../../src/auth/keys";
 import { signatureHeaders } from "../../src/auth/sign";
 import { verifySignedRequest } from "../../src/auth/signature";
-import { systemClock } from "../../src/clock";
-import { silentLogger } from "../../src/log";
+import { testApp } from "../support/app";
+import { chunkedBody } from "../support/chunked";
 import { tempDatabase } from "../support/db";
 
 const TOKEN = "token-limits-0123456789";
@@ -30,17 +30,9 @@ beforeAll(async () => {
     WEBHOOK__SECRET: WEBHOOK_SECRET,
     EGRESS__ALLOW_PRIVATE_NETWORKS: "true",
   });
-  const deps = {
+  app = testApp({ db: t.db, config: t.config });
+  roomy = testApp({
     db: t.db,
-    clock: systemClock,
-    log: silentLogger,
-    runtime: "bun" as const,
-    startedAt: Date.now(),
-    clientIp: () => "127.0.0.1",
-  };
-  app = createApp({ ...deps, config: t.config });
-  roomy = createApp({
-    ...deps,
     config: { ...t.config, security: { ...t.config.security, maxBodyBytes: 2 * 1024 * 1024 } },
   });
 });
@@ -113,12 +105,7 @@ describe("request body limit (SECURITY__MAX_BODY_BYTES)", () => {
     const res = await app.request(`${BASE}/v1/requests`, {
       method: "POST",
       headers: { ...auth, "content-type": "application/json" },
-      body: new ReadableStream({
-        start(ctrl) {
-          for (let i = 0; i < bytes.length; i += 4096) ctrl.enqueue(bytes.subarray(i, i + 4096));
-          ctrl.close();
-        },
-      }),
+      body: chunkedBody(bytes, 4096),
       duplex: "half",
     } as RequestInit);
     expect(res.status).toBe(201);
@@ -159,12 +146,7 @@ describe("signed requests: cheap checks before the body", () => {
     const res = await app.request(url, {
       method: "POST",
       headers: { ...headers, "content-type": "application/json" },
-      body: new ReadableStream({
-        start(ctrl) {
-          for (let i = 0; i < bytes.length; i += 4096) ctrl.enqueue(bytes.subarray(i, i + 4096));
-          ctrl.close();
-        },
-      }),
+      body: chunkedBody(bytes, 4096),
       duplex: "half",
     } as RequestInit);
     expect(res.status).toBe(201);

@@ -3,9 +3,8 @@
  * may start a new line, in text mode (MONITORING__JSON_LOGS=false) or JSON mode.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createApp } from "../../src/api/app";
-import { systemClock } from "../../src/clock";
 import { createLogger } from "../../src/log";
+import { testApp } from "../support/app";
 import { tempDatabase } from "../support/db";
 
 // No reserved characters: Hono decodes the path with decodeURI, which leaves %3A etc. encoded.
@@ -20,14 +19,10 @@ afterAll(() => db.client.close());
 /** The lines one request leaves in the log, checked to be one physical line per log call. */
 async function linesFor(json: boolean, path: string): Promise<string[]> {
   const lines: string[] = [];
-  const app = createApp({
+  const app = testApp({
     db: db.db,
     config: db.config,
-    clock: systemClock,
     log: createLogger({ json, write: (l) => lines.push(l) }),
-    runtime: "bun",
-    startedAt: Date.now(),
-    clientIp: () => "127.0.0.1",
   });
   await app.request(path);
   // What a file or journal would hold: the writer appends one newline per call.

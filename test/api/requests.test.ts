@@ -3,9 +3,8 @@
  * original's clients expect them. (The pipeline behind it is exercised end to end in test/e2e.)
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createApp } from "../../src/api/app";
-import { systemClock } from "../../src/clock";
-import { silentLogger } from "../../src/log";
+import type { createApp } from "../../src/api/app";
+import { testApp } from "../support/app";
 import { tempDatabase } from "../support/db";
 
 const TOKEN_A = "token-a-0123456789";
@@ -17,14 +16,9 @@ let woken = 0;
 beforeAll(async () => {
   const t = await tempDatabase({ SECURITY__BEARER_TOKENS: `${TOKEN_A},${TOKEN_B}` });
   close = () => t.client.close();
-  app = createApp({
+  app = testApp({
     db: t.db,
     config: t.config,
-    clock: systemClock,
-    log: silentLogger,
-    runtime: "bun",
-    startedAt: Date.now(),
-    clientIp: () => "127.0.0.1",
     onRequestCreated: () => woken++,
   });
 });

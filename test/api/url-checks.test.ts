@@ -5,24 +5,17 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { eq } from "drizzle-orm";
-import { createApp } from "../../src/api/app";
-import { systemClock } from "../../src/clock";
 import { fetchJobs, fetchRequests } from "../../src/db/schema";
-import { silentLogger } from "../../src/log";
+import { testApp } from "../support/app";
 import { tempDatabase } from "../support/db";
 
 const TOKEN = "token-url-checks-0123456789";
 
 async function apiWith(env: Record<string, string>) {
   const t = await tempDatabase({ SECURITY__BEARER_TOKENS: TOKEN, ...env });
-  const app = createApp({
+  const app = testApp({
     db: t.db,
     config: t.config,
-    clock: systemClock,
-    log: silentLogger,
-    runtime: "bun",
-    startedAt: Date.now(),
-    clientIp: () => "127.0.0.1",
   });
   const call = (path: string, init: RequestInit = {}) => {
     const headers = new Headers(init.headers);

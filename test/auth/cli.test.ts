@@ -7,11 +7,10 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { openDatabase } from "../../seeder/process/database";
-import { createApp } from "../../src/api/app";
+import type { createApp } from "../../src/api/app";
 import { signatureHeaders } from "../../src/auth/sign";
-import { systemClock } from "../../src/clock";
 import { loadConfig } from "../../src/config";
-import { silentLogger } from "../../src/log";
+import { testApp } from "../support/app";
 import { runToEnd } from "../support/run";
 import { BASE, bearer, createBody } from "./helpers";
 
@@ -42,14 +41,9 @@ async function openApi() {
   // No key cache: "revoke" below checks the next request (the cache's bound: key-cache.test.ts).
   const config = loadConfig({ STORAGE__BASE_PATH: dir, SECURITY__API_KEY_CACHE_SECONDS: "0" });
   const { client, db } = await openDatabase(config);
-  const app = createApp({
+  const app = testApp({
     db,
     config,
-    clock: systemClock,
-    log: silentLogger,
-    runtime: "bun",
-    startedAt: Date.now(),
-    clientIp: () => "127.0.0.1",
   });
   return { app, close: () => client.close() };
 }

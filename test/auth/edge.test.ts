@@ -10,11 +10,10 @@ import { join } from "node:path";
 import { SignJWT } from "jose";
 import { type EdgeDev, freePort, startEdgeDev } from "../../seeder/dev/hrana/dev-edge";
 import { openDatabase } from "../../seeder/process/database";
-import { createApp } from "../../src/api/app";
 import { createApiKey } from "../../src/auth/keys";
 import { signatureHeaders } from "../../src/auth/sign";
 import { loadConfig } from "../../src/config";
-import { silentLogger } from "../../src/log";
+import { testApp } from "../support/app";
 import { bearer, createBody, T0 } from "./helpers";
 
 // bun 1.4 ignores bunfig.toml's [test] timeout; wrangler dev starts workerd.
@@ -112,14 +111,10 @@ describe("auth under workerd", () => {
     // Both read the same injected time (an hour plus one second), so the few requests below stay
     // inside one hour window whatever the wall clock says.
     const key = await newKey("shared");
-    const bunApp = createApp({
+    const bunApp = testApp({
       db: local.db,
       config: loadConfig({ ...settings, DATABASE__DATABASE_URL: databaseUrl }),
       clock: { now: () => T0 },
-      log: silentLogger,
-      runtime: "bun",
-      startedAt: Date.now(),
-      clientIp: () => "127.0.0.1",
     });
     const viaWorker = () =>
       fetch(

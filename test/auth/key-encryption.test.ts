@@ -6,14 +6,13 @@
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { eq } from "drizzle-orm";
-import { createApp } from "../../src/api/app";
+import type { createApp } from "../../src/api/app";
 import { sha256Hex } from "../../src/auth/crypto";
 import { createApiKey, signingKey, verifyApiKey } from "../../src/auth/keys";
 import { signatureHeaders } from "../../src/auth/sign";
-import { systemClock } from "../../src/clock";
 import { loadConfig } from "../../src/config";
 import { apiKeys } from "../../src/db/schema";
-import { silentLogger } from "../../src/log";
+import { testApp } from "../support/app";
 import { tempDatabase } from "../support/db";
 import { CLI, Service } from "../support/service";
 import { BASE, bearer } from "./helpers";
@@ -35,14 +34,9 @@ function appOver(t: Awaited<ReturnType<typeof tempDatabase>>, secret?: string) {
     STORAGE__BASE_PATH: t.dir,
     ...(secret ? { SECURITY__KEY_ENCRYPTION_SECRET: secret } : {}),
   });
-  return createApp({
+  return testApp({
     db: t.db,
     config,
-    clock: systemClock,
-    log: silentLogger,
-    runtime: "bun",
-    startedAt: Date.now(),
-    clientIp: () => "127.0.0.1",
   });
 }
 

@@ -4,11 +4,10 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { openDatabase } from "../../seeder/process/database";
-import { createApp } from "../../src/api/app";
 import { hmacSha256, sha256, toHex } from "../../src/auth/crypto";
 import { revokeApiKey } from "../../src/auth/keys";
 import { signatureHeaders } from "../../src/auth/sign";
-import { silentLogger } from "../../src/log";
+import { testApp } from "../support/app";
 import { type AuthApp, authApp, BASE, createBody } from "./helpers";
 
 let t: AuthApp;
@@ -89,15 +88,7 @@ describe("refused signatures", () => {
 
   test("a replay against another process sharing the database is refused", async () => {
     const other = await openDatabase(t.config);
-    const app2 = createApp({
-      db: other.db,
-      config: t.config,
-      clock: t.clock,
-      log: silentLogger,
-      runtime: "bun",
-      startedAt: t.clock.now(),
-      clientIp: () => "127.0.0.1",
-    });
+    const app2 = testApp({ db: other.db, config: t.config, clock: t.clock, startedAt: t.clock.now() });
     const s = await sign("POST", "/v1/requests", createBody("http://example.test/two-apps"));
     expect((await send(s)).status).toBe(201);
     expect((await send(s, app2)).status).toBe(401);

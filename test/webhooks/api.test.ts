@@ -4,8 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Webhook } from "standardwebhooks";
-import { createApp } from "../../src/api/app";
-import { silentLogger } from "../../src/log";
+import { testApp } from "../support/app";
 import { type Receiver, startReceiver } from "./receiver";
 import { SECRET, setup } from "./support";
 
@@ -15,15 +14,7 @@ const TOKEN_B = "token-b-0123456789";
 type Setup = Awaited<ReturnType<typeof setup>>;
 
 function appFor(s: Setup) {
-  const app = createApp({
-    db: s.db,
-    config: s.config,
-    clock: s.clock,
-    log: silentLogger,
-    runtime: "bun",
-    startedAt: Date.now(),
-    clientIp: () => "127.0.0.1",
-  });
+  const app = testApp({ db: s.db, config: s.config, clock: s.clock });
   return (path: string, init: { method?: string; body?: unknown; token?: string } = {}) =>
     app.request(path, {
       method: init.method ?? "GET",
