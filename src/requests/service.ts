@@ -8,6 +8,7 @@ import type { Clock } from "../clock";
 import type { Database } from "../db";
 import { type FetchJob, fetchJobs, fetchRequests, type JobEgress, type JobStatus } from "../db/schema";
 import { batchLast, insertSelect, sqlText } from "../db/sql";
+import { newPasskey } from "../torrents/passkey";
 import { callbackInsert, outboxInserts } from "../webhooks/outbox";
 
 export interface NewRequest {
@@ -32,6 +33,8 @@ export interface NewRequest {
   shareAcrossTenants?: boolean;
   /** "proxy": only a node fetching through a proxy may do this fetch (see `requiredEgress`). */
   egress?: JobEgress | null;
+  /** The API key the caller used, if any: revoking that key cancels this request. */
+  apiKeyId?: string | null;
 }
 
 /**
@@ -105,6 +108,7 @@ export async function fingerprintOf(
 export async function createRequest(db: Database, clock: Clock, input: NewRequest): Promise<RequestView> {
   const fingerprint = await fingerprintOf(input);
   const requestId = crypto.randomUUID();
+  const passkey = await newPasskey();
   // Each pass either links the request to a job or finds that the job it picked has just ended
   // (cancelled/failed between the read and the link); a few passes always settle.
   for (let pass = 0; pass < 5; pass++) {
@@ -186,6 +190,9 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
         ttl: input.ttl,
         requestId: input.requestId,
         createdAt: now,
+        passkey: passkey.passkey,
+        passkeyHash: passkey.hash,
+        apiKeyId: input.apiKeyId ?? null,
       },
       sql`WHERE EXISTS (SELECT 1 FROM ${fetchJobs}
         WHERE ${fetchJobs.id} = ${job.id} AND ${fetchJobs.status} NOT IN ('error', 'cancelled'))`,

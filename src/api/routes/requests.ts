@@ -153,6 +153,7 @@ export function requestRoutes(deps: AppDeps) {
         callbackUrl: input.callback_url,
         shareAcrossTenants: config.cache.shareAcrossTenants,
         egress: requiredEgress(config),
+        apiKeyId: c.get("principal").keyId ?? null,
       });
       deps.onRequestCreated?.(view.source ?? "fetch");
       return c.json(

@@ -119,8 +119,25 @@ export const fetchRequests = sqliteTable(
     requestId: text("request_id"),
     createdAt: integer("created_at").notNull(),
     cancelledAt: integer("cancelled_at"),
+    /**
+     * This request's secret passkey (32 lower-case hex, 128 random bits): it goes into the announce
+     * and web seed URLs of the .torrent and magnet handed to the owner, and is what the tracker, the
+     * web seed and the BitTorrent port check (TORRENT__ACCESS=passkey). Kept so the same .torrent
+     * can be handed out again; looked up only by `passkey_hash`. Null on rows from before 0.3
+     * until their owner first asks for the torrent.
+     */
+    passkey: text("passkey"),
+    /** SHA-256 (hex) of `passkey`: the lookup key, so no query ever compares the secret itself. */
+    passkeyHash: text("passkey_hash"),
+    /** The API key that created the request (null for JWTs, static tokens, no auth): revoking it cancels the request. */
+    apiKeyId: text("api_key_id"),
   },
-  (t) => [index("fetch_requests_job").on(t.jobId), index("fetch_requests_user").on(t.userId, t.createdAt)],
+  (t) => [
+    index("fetch_requests_job").on(t.jobId),
+    index("fetch_requests_user").on(t.userId, t.createdAt),
+    uniqueIndex("fetch_requests_passkey").on(t.passkeyHash),
+    index("fetch_requests_api_key").on(t.apiKeyId),
+  ],
 );
 
 export type FetchJob = typeof fetchJobs.$inferSelect;
