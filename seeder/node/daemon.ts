@@ -22,15 +22,17 @@ import {
 } from "../../src/jobs/queue";
 import type { Logger } from "../../src/log";
 import { nodeHeartbeat, nodeStopped } from "../../src/nodes/registry";
+import { announceUrl, magnetFor, nodePath, webSeedUrl } from "../../src/torrents/links";
 import type { Metrics } from "../process/metrics";
+import type { NodeAccess } from "./access";
 import type { ContentStore } from "./cas";
 import { FetchError, type Fetcher, type FetchResult } from "./fetcher";
 import { LeasedWorkLoop, LeaseLost, type StopReason } from "./leased-work";
 import { ownRegistrations, recordRegistration } from "./storage";
 import type { Swarm } from "./swarm/swarm";
-import { createTorrentFile, magnetFor, torrentFromPieces, torrentNameFromUrl } from "./swarm/torrent";
+import { createTorrentFile, torrentFromPieces, torrentNameFromUrl } from "./swarm/torrent";
 import type { Tracker } from "./swarm/tracker";
-import { webSeedHash, webSeedResponse, webSeedUrl } from "./swarm/webseed";
+import { WEBSEED_CORS, webSeedPreflight, webSeedResponse } from "./swarm/webseed";
 
 export interface NodeDeps {
   config: Config;
@@ -41,6 +43,7 @@ export interface NodeDeps {
   fetcher: Fetcher;
   swarm: Swarm;
   tracker: Tracker;
+  access: NodeAccess;
   metrics?: Metrics;
 }
 
@@ -123,7 +126,7 @@ export class SeederNode {
   }
 
   get announceUrl(): string {
-    return `${this.deps.config.node.publicUrl}/announce`;
+    return announceUrl(this.deps.config.node.publicUrl);
   }
 
   async start(): Promise<void> {
@@ -214,18 +217,18 @@ export class SeederNode {
 
   /** Tracker and web seed, mounted on the node's HTTP port (or the API port in embedded mode). */
   async handleHttp(req: Request, remoteAddress: string): Promise<Response | null> {
-    const path = new URL(req.url).pathname;
-    if (path === "/announce" || path === "/scrape") return this.deps.tracker.handle(req, remoteAddress);
-    const hash = webSeedHash(path);
-    if (hash) {
-      const entry = this.seededContent.get(hash);
-      if (!entry) return new Response("Not seeded here\n", { status: 404 });
-      const res = webSeedResponse(req, this.deps.store.pathFor(hash), entry.size, entry.name);
-      if (req.method === "GET")
-        this.deps.metrics?.uploadBytes.inc({ via: "webseed" }, bodyLength(res, entry.size));
-      return res;
-    }
-    return null;
+    const path = nodePath(new URL(req.url));
+    if (!path) return null;
+    if (path.kind === "tracker") return this.deps.tracker.handle(req, remoteAddress);
+    if (req.method === "OPTIONS") return webSeedPreflight();
+    const hash = await this.deps.access.webSeed(path);
+    const entry = hash ? this.seededContent.get(hash) : undefined;
+    // One answer for a wrong passkey, a revoked one and content not here: a stranger learns nothing.
+    if (!hash || !entry) return new Response("Not found\n", { status: 404, headers: WEBSEED_CORS });
+    const res = webSeedResponse(req, this.deps.store.pathFor(hash), entry.size, entry.name);
+    if (req.method === "GET")
+      this.deps.metrics?.uploadBytes.inc({ via: "webseed" }, bodyLength(res, entry.size));
+    return res;
   }
 
   // ---- work loop (claiming, heartbeats and stopping: leased-work.ts) ----
@@ -378,7 +381,7 @@ export class SeederNode {
     await this.advance(run, { status: "seeding", progress: 80 });
     await this.deps.swarm.seed({
       infohash: made.infohash,
-      torrent: made.torrent,
+      torrent: this.deps.access.forOwnSeeder(made.torrent),
       path: this.deps.store.pathFor(got.contentHash),
     });
     this.markSeeded({
@@ -466,7 +469,11 @@ export class SeederNode {
         }
         const torrent = await torrentBytes(db, w.id);
         if (!torrent) continue;
-        await swarm.seed({ infohash: w.infohash, torrent, path: store.pathFor(w.contentHash) });
+        await swarm.seed({
+          infohash: w.infohash,
+          torrent: this.deps.access.forOwnSeeder(torrent),
+          path: store.pathFor(w.contentHash),
+        });
         this.markSeeded({
           infohash: w.infohash,
           contentHash: w.contentHash,

@@ -12,6 +12,7 @@ import type { Database } from "../../src/db";
 import { queueDepth } from "../../src/jobs/queue";
 import { createLogger, type Logger } from "../../src/log";
 import { liveNodesCheck } from "../../src/nodes/registry";
+import { NodeAccess } from "../node/access";
 import { ContentStore } from "../node/cas";
 import { SeederNode } from "../node/daemon";
 import { createFetcher } from "../node/fetcher";
@@ -127,8 +128,10 @@ function buildNode(
   );
   let node: SeederNode | null = null;
   const swarm = new Swarm(config);
+  const access = new NodeAccess({ db, clock, nodeName: config.node.name, config });
   const tracker = createTracker({
     isAllowed: (infohash) => node?.isSeeding(infohash) ?? false,
+    authorize: (q) => access.tracker(q),
     self: () => ({ peerIdHex: swarm.peerId, ip: config.node.announceIp, port: swarm.port }),
   });
   const fetcher = createFetcher({
@@ -149,6 +152,7 @@ function buildNode(
     fetcher,
     swarm,
     tracker,
+    access,
     metrics: metrics ?? undefined,
   });
   if (metrics) {

@@ -361,6 +361,18 @@ export const SETTINGS = {
   ),
 
   TORRENT__PRIVATE_TRACKER: s(bool, true, "Mark torrents private (no DHT/PEX).", { at: "torrent.private" }),
+  TORRENT__ACCESS: s(
+    v.picklist(["passkey", "open"], "expected passkey or open"),
+    "passkey" as "passkey" | "open",
+    "`passkey`: only the owners of a request can download its content (passkeyed tracker, web seed and BitTorrent port); `open`: anyone who has the infohash or content hash can (public, Burnbit-style torrents).",
+    { at: "torrent.access" },
+  ),
+  TORRENT__PASSKEY_TTL_SECONDS: s(
+    int(0),
+    0,
+    "Passkeys stop working this long after their request became ready (or was made, if later); 0 = never (a .torrent is often kept and used later).",
+    { at: "torrent.passkeyTtlSeconds" },
+  ),
   TORRENT__PIECE_SIZE: s(
     pieceSize as v.GenericSchema<string, number | "auto">,
     "auto" as number | "auto",

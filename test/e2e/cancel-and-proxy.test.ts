@@ -63,7 +63,8 @@ describe("cancel", () => {
       l.unseeded === true && l.infohash === infohash;
     const second = await svc.create({ url: o.url("/d.txt") }); // answered from the ready result
     expect((await svc.status(second)).status).toBe("ready");
-    const webseed = `${svc.url}/webseed/${st.content_hash}/d.txt`;
+    // `second`'s own web seed URL (its passkey): it works while `second` is live.
+    const webseed = `${await svc.webSeed(second)}d.txt`;
     expect((await fetch(webseed, { headers: { range: "bytes=0-9" } })).status).toBe(206);
 
     await svc.api(`/v1/requests/${first}`, { method: "DELETE" });

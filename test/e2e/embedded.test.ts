@@ -62,10 +62,13 @@ describe("a request, end to end", () => {
     const info = t.info as BDict;
     expect(info.private).toBe(1);
     expect(text(info.name)).toBe("report.json");
-    expect(text(t.announce)).toBe(`${svc.url}/announce`);
+    // Both carry this request's passkey (TORRENT__ACCESS=passkey, the default).
+    const announce = text(t.announce)!;
+    const passkey = announce.match(/^(.*)\/announce\?passkey=([0-9a-f]{32})$/);
+    expect(passkey?.[1]).toBe(svc.url);
     const urlList = t["url-list"];
     const seeds = Array.isArray(urlList) ? urlList.map((u) => text(u)) : [text(urlList)];
-    expect(seeds).toEqual([`${svc.url}/webseed/${report.body.sha256()}/`]);
+    expect(seeds).toEqual([`${svc.url}/webseed/${passkey?.[2]}/`]);
   });
 
   test("aria2c, through the built-in tracker, gets the right bytes over BitTorrent", async () => {
@@ -120,13 +123,19 @@ describe("a request, end to end", () => {
     expect(params.get("xt")).toBe(`urn:btih:${st.infohash}`);
     expect(params.get("dn")).toBe("report.json");
     expect(params.get("xl")).toBe(String(report.body.size));
-    expect(params.get("tr")).toBe(`${svc.url}/announce`);
-    expect(m.magnet_link).toContain(`tr=${encodeURIComponent(`${svc.url}/announce`)}`);
+    const torrent = bdecode(await Bun.file(torrentPath).bytes()) as BDict;
+    const announce = text(torrent.announce)!;
+    expect(announce).toStartWith(`${svc.url}/announce?passkey=`);
+    // The same passkeyed tracker as the request's .torrent.
+    expect(params.get("tr")).toBe(announce);
+    expect(m.magnet_link).toContain(`tr=${encodeURIComponent(announce)}`);
   });
 
   test("the magnet link carries the node's web seed as ws=, and that URL serves the exact bytes", async () => {
     const m = (await (await svc.api(`/v1/requests/${id}/magnet`)).json()) as { magnet_link: string };
-    const ws = `${svc.url}/webseed/${report.body.sha256()}/`;
+    const torrent = bdecode(await Bun.file(torrentPath).bytes()) as BDict;
+    const ws = text((torrent["url-list"] as Uint8Array[])[0])!;
+    expect(ws).toMatch(/\/webseed\/[0-9a-f]{32}\/$/);
     expect(m.magnet_link).toContain(`&ws=${encodeURIComponent(ws)}`);
     const params = new URLSearchParams(m.magnet_link.slice("magnet:?".length));
     expect(params.getAll("ws")).toEqual([ws]);

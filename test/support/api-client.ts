@@ -20,6 +20,20 @@ export abstract class ApiClient {
     return ((await res.json()) as { id: string }).id;
   }
 
+  /** The magnet link the request's owner gets (with TORRENT__ACCESS=passkey, carrying its passkey). */
+  async magnet(id: string): Promise<string> {
+    const res = await this.api(`/v1/requests/${id}/magnet`);
+    if (res.status !== 200) throw new Error(`magnet failed: ${res.status} ${await res.text()}`);
+    return ((await res.json()) as { magnet_link: string }).magnet_link;
+  }
+
+  /** The request's web seed URL (the magnet's `ws=`, a folder: clients append the file name). */
+  async webSeed(id: string): Promise<string> {
+    const ws = new URLSearchParams((await this.magnet(id)).slice("magnet:?".length)).get("ws");
+    if (!ws) throw new Error("the magnet link has no web seed");
+    return ws;
+  }
+
   async status(id: string): Promise<Record<string, any>> {
     const res = await this.api(`/v1/requests/${id}`);
     if (res.status !== 200) throw new Error(`status failed: ${res.status} ${await res.text()}`);

@@ -10,7 +10,8 @@ import type { Server } from "bun";
 import { ContentStore, type StoredBlob } from "../../seeder/node/cas";
 import { type CreateTorrentFileOptions, createTorrentFile } from "../../seeder/node/swarm/torrent";
 import { createTracker, type Tracker } from "../../seeder/node/swarm/tracker";
-import { webSeedHash, webSeedResponse, webSeedUrl } from "../../seeder/node/swarm/webseed";
+import { webSeedResponse } from "../../seeder/node/swarm/webseed";
+import { nodePath, webSeedUrl } from "../../src/torrents/links";
 import { tmpDir } from "./clients";
 
 /** Store `bytes` in a fresh CAS under `base` (as the fetcher would) and return the blob. */
@@ -56,7 +57,8 @@ export function startNodeHttp(opts: { port?: number } = {}): NodeHttp {
         hits[path.slice(1)]!++;
         return tracker.handle(req, srv.requestIP(req)?.address ?? "");
       }
-      const hash = webSeedHash(path);
+      const seed = nodePath(new URL(req.url));
+      const hash = seed?.kind === "webseed" ? seed.hash : null;
       if (hash) {
         hits.webseed!++;
         const e = webseeds.get(hash);

@@ -5,12 +5,8 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { type BDict, bdecode, decodeTorrent, text } from "../../seeder/node/swarm/bencode";
-import {
-  choosePieceLength,
-  createTorrentFile,
-  magnetFor,
-  torrentNameFromUrl,
-} from "../../seeder/node/swarm/torrent";
+import { choosePieceLength, createTorrentFile, torrentNameFromUrl } from "../../seeder/node/swarm/torrent";
+import { magnetFor } from "../../src/torrents/links";
 import { removeTmpDirs, tmpDir } from "../support/clients";
 import { writeCasBlob } from "../support/seeder-fixture";
 

@@ -361,7 +361,9 @@ describe("given the running service seeding a torrent", () => {
       `compact=${a.compact ?? 1}`,
       ...(a.event ? [`event=${a.event}`] : []),
     ].join("&");
-    const res = await fetch(`${svc.url}/announce?${q}`);
+    // The owner's passkeyed announce URL, as the .torrent names it.
+    const announce = text((bdecode(torrentBytes) as BDict).announce)!;
+    const res = await fetch(`${announce}&${q}`);
     expect(res.status).toBe(200);
     const body = bdecode(new Uint8Array(await res.arrayBuffer()));
     if (!isDict(body)) throw new Error("tracker reply is not a dictionary");

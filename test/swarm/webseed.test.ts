@@ -5,7 +5,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import type { Server } from "bun";
-import { parseRange, webSeedHash, webSeedResponse, webSeedUrl } from "../../seeder/node/swarm/webseed";
+import { parseRange, webSeedResponse } from "../../seeder/node/swarm/webseed";
+import { nodePath, webSeedUrl } from "../../src/torrents/links";
 import { removeTmpDirs, tmpDir } from "../support/clients";
 import { writeCasBlob } from "../support/seeder-fixture";
 
@@ -86,7 +87,7 @@ describe("given a blob behind the web seed", () => {
   test("when another method is used, then 405", async () => {
     const { res } = await get({}, "POST");
     expect(res.status).toBe(405);
-    expect(res.headers.get("allow")).toBe("GET, HEAD");
+    expect(res.headers.get("allow")).toBe("GET, HEAD, OPTIONS");
   });
 });
 
@@ -111,7 +112,12 @@ describe("web seed URLs", () => {
     expect(webSeedUrl("http://127.0.0.1:8000/", h)).toBe(`http://127.0.0.1:8000/webseed/${h}/`);
   });
 
-  test("given request paths clients send, then the sha256 is found; other paths give null", () => {
+  test("given request paths clients send, then the sha256 or passkey is found; other paths give null", () => {
+    const at = (p: string) => nodePath(new URL(p, "http://127.0.0.1:8000"));
+    const webSeedHash = (p: string) => {
+      const got = at(p);
+      return got?.kind === "webseed" ? got.hash : null;
+    };
     expect(webSeedHash(`/webseed/${h}/report.json`)).toBe(h);
     expect(webSeedHash(`/webseed/${h}/`)).toBe(h);
     expect(webSeedHash(`/webseed/${h}`)).toBe(h);
@@ -121,5 +127,16 @@ describe("web seed URLs", () => {
     expect(webSeedHash("/announce")).toBeNull();
     // Only at the root, where the node serves them: other prefixes belong to the API app.
     expect(webSeedHash(`/v1/webseed/${h}/x`)).toBeNull();
+    const pk = "0123456789abcdef".repeat(2);
+    expect(at(`/webseed/${pk}/file.bin`)).toEqual({ kind: "webseed", hash: null, passkey: pk });
+    expect(at(`/announce?passkey=${pk}&info_hash=x`)).toEqual({
+      kind: "tracker",
+      action: "announce",
+      passkey: pk,
+    });
+    expect(at(`/scrape?passkey=${pk}`)).toEqual({ kind: "tracker", action: "scrape", passkey: pk });
+    expect(at("/announce")).toEqual({ kind: "tracker", action: "announce", passkey: null });
+    expect(at(`/x/announce?passkey=${pk}`)).toBeNull();
+    expect(at(`/webseed/${pk}1/x`)).toBeNull();
   });
 });

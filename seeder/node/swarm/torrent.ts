@@ -147,34 +147,6 @@ export async function createTorrentFile(opts: CreateTorrentFileOptions): Promise
   return { torrent, infohash, pieceLength };
 }
 
-export interface MagnetOptions {
-  infohash: string;
-  name: string;
-  size: number;
-  trackers: string[];
-  /**
-   * BEP 19 web seeds (the torrent's url-list), sent as `ws=`: a client that understands it (libtorrent,
-   * webtorrent) downloads over HTTP as soon as it has the metadata, instead of from peers only.
-   */
-  webSeeds?: string[];
-}
-
-/**
- * `magnet:?xt=urn:btih:<hex>&dn=<name>&xl=<size>&tr=<tracker>...&ws=<web seed>...`, every value
- * URL-encoded.
- */
-export function magnetFor(m: MagnetOptions): string {
-  if (!/^[0-9a-fA-F]{40}$/.test(m.infohash)) throw new Error(`not a v1 infohash: ${m.infohash}`);
-  const parts = [
-    `xt=urn:btih:${m.infohash.toLowerCase()}`,
-    `dn=${encodeURIComponent(m.name)}`,
-    `xl=${m.size}`,
-  ];
-  for (const tr of m.trackers) parts.push(`tr=${encodeURIComponent(tr)}`);
-  for (const ws of m.webSeeds ?? []) parts.push(`ws=${encodeURIComponent(ws)}`);
-  return `magnet:?${parts.join("&")}`;
-}
-
 const MAX_NAME_BYTES = 200;
 
 /** Extensions for the content types we usually fetch (keyed by the bare media type). */

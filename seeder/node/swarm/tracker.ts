@@ -23,12 +23,26 @@ import { randomBytes } from "node:crypto";
 import { networkInterfaces } from "node:os";
 import { parse as parseQuery } from "node:querystring";
 import Server, { type AnnounceParams, type SwarmPeer } from "bittorrent-tracker/server";
+import { nodePath } from "../../../src/torrents/links";
 import { requireTrackerSwarmPatch } from "../../patches/bittorrent-tracker-swarm";
 import { bencode } from "./bencode";
 
 export interface TrackerOptions {
   /** Is this infohash (lowercase hex) ours to track? Called on every request, keep it cheap. */
   isAllowed: (infohashHex: string) => boolean;
+  /**
+   * Passkey check (TORRENT__ACCESS=passkey), made before anything else is looked at: null lets the
+   * request through, a string is the failure reason sent back. Give the same reason whatever
+   * failed, so a refused announce does not tell whether this node holds the infohash.
+   */
+  authorize?: (q: {
+    action: "announce" | "scrape";
+    /** From `/<passkey>/announce`; null for the bare `/announce`. */
+    passkey: string | null;
+    infohashes: string[];
+    /** The announcer's address, as bittorrent-tracker records it. */
+    remoteAddress: string;
+  }) => Promise<string | null>;
   /** Re-announce interval we ask clients for, in seconds (default 300). */
   intervalSeconds?: number;
   /**
@@ -41,7 +55,7 @@ export interface TrackerOptions {
 }
 
 export interface Tracker {
-  /** Answer `.../announce` and `.../scrape` (matched on the last path segment); 404 otherwise. */
+  /** Answer `/announce`, `/scrape` and their `/<passkey>/…` forms (src/torrents/links.ts); 404 otherwise. */
   handle(req: Request, remoteAddress: string): Promise<Response>;
   close(): Promise<void>;
 }
@@ -178,11 +192,6 @@ class NoSelfSwarm extends Server.Swarm {
   }
 }
 
-function lastSegment(pathname: string): string {
-  const i = pathname.lastIndexOf("/");
-  return pathname.slice(i + 1);
-}
-
 /** The announcer's binary `peer_id` as lowercase hex (null when absent or malformed). */
 function peerIdIn(search: string): string | null {
   const raw = parseQuery(search, "&", "=", { decodeURIComponent: unescape })["peer_id"];
@@ -256,16 +265,22 @@ export function createTracker(opts: TrackerOptions): Tracker {
     if (req.method !== "GET")
       return new Response("method not allowed", { status: 405, headers: TEXT_HEADERS });
     const url = new URL(req.url);
-    const action = lastSegment(url.pathname);
-    if (action !== "announce" && action !== "scrape") {
-      return new Response("not found", { status: 404, headers: TEXT_HEADERS });
-    }
+    const path = nodePath(url);
+    if (path?.kind !== "tracker") return new Response("not found", { status: 404, headers: TEXT_HEADERS });
+    const { action } = path;
     const hashes = infohashesIn(url.search.slice(1));
     if (hashes === null) return failure("invalid info_hash");
     if (hashes.length === 0) {
       // An announce needs one; a bare scrape would list every torrent we track: private, refuse.
       return failure(action === "scrape" ? "scrape needs info_hash" : "invalid info_hash");
     }
+    const denied = await opts.authorize?.({
+      action,
+      passkey: path.passkey,
+      infohashes: hashes,
+      remoteAddress,
+    });
+    if (denied) return failure(denied);
     const refused = hashes.filter((h) => !opts.isAllowed(h));
     if (refused.length) {
       forgetDisallowed(refused);

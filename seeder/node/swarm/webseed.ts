@@ -1,31 +1,36 @@
 /**
  * BEP 19 web seed: plain HTTP GET/HEAD with byte ranges over a CAS blob.
  *
- * URL layout: a torrent's url-list entry is `<publicUrl>/webseed/<sha256>/` (trailing slash). For
- * single-file torrents BEP 19 clients append the torrent name, so requests arrive as
- * `/webseed/<sha256>/<name>`; some clients use the URL as is (`/webseed/<sha256>/` or without the
- * slash). We serve by hash only and ignore whatever follows it.
+ * URL layout (src/torrents/links.ts): a torrent's url-list entry is `<publicUrl>/webseed/<key>/`
+ * (trailing slash), the key being a request's passkey or, with TORRENT__ACCESS=open, the content
+ * hash. For single-file torrents BEP 19 clients append the torrent name, so requests arrive as
+ * `/webseed/<key>/<name>`; some clients use the URL as is (`/webseed/<key>/` or without the
+ * slash). We serve by key only and ignore whatever follows it.
  *
  * The body is `Bun.file(path).slice(...)`, which Bun.serve sends with sendfile(2): no copies
  * through JavaScript (measured ~4 GB/s raw on loopback).
  */
 
-const HEX64 = /^[0-9a-f]{64}$/;
-
 /**
- * The sha256 from `/webseed/<sha256>`, `/webseed/<sha256>/` or `/webseed/<sha256>/<anything>`;
- * null when the path is not a web seed path. Only at the root: the node serves these before the
- * API app, so a path under another prefix (`/v1/...`) must stay the app's.
+ * Browsers may fetch the web seed from any page (a later in-browser download does): the URL itself
+ * is the credential, no cookie is involved, so `*` is safe. Range needs these headers exposed.
  */
-export function webSeedHash(pathname: string): string | null {
-  const m = pathname.match(/^\/webseed\/([0-9a-fA-F]{64})(?:\/.*)?$/);
-  const hash = m?.[1]?.toLowerCase();
-  return hash && HEX64.test(hash) ? hash : null;
-}
+export const WEBSEED_CORS = {
+  "access-control-allow-origin": "*",
+  "access-control-expose-headers": "Accept-Ranges, Content-Range, Content-Length, Content-Disposition",
+};
 
-/** The url-list entry for a blob: trailing slash so BEP 19 clients append the torrent name. */
-export function webSeedUrl(publicUrl: string, sha256: string): string {
-  return `${publicUrl.replace(/\/+$/, "")}/webseed/${sha256}/`;
+/** A CORS preflight (a Range header that is not a single simple range needs one). */
+export function webSeedPreflight(): Response {
+  return new Response(null, {
+    status: 204,
+    headers: {
+      ...WEBSEED_CORS,
+      "access-control-allow-methods": "GET, HEAD, OPTIONS",
+      "access-control-allow-headers": "Range",
+      "access-control-max-age": "86400",
+    },
+  });
 }
 
 type Range = { start: number; end: number } | "unsatisfiable" | null;
@@ -71,6 +76,7 @@ function contentDisposition(name: string): string {
  */
 export function webSeedResponse(req: Request, path: string, size: number, name: string): Response {
   const headers = new Headers({
+    ...WEBSEED_CORS,
     "accept-ranges": "bytes",
     "content-type": "application/octet-stream",
     "content-disposition": contentDisposition(name),
@@ -79,7 +85,7 @@ export function webSeedResponse(req: Request, path: string, size: number, name: 
     "x-content-type-options": "nosniff",
   });
   if (req.method !== "GET" && req.method !== "HEAD") {
-    headers.set("allow", "GET, HEAD");
+    headers.set("allow", "GET, HEAD, OPTIONS");
     return new Response("method not allowed", { status: 405, headers });
   }
   const range = parseRange(req.headers.get("range"), size);

@@ -16,6 +16,8 @@ import {
   type RequestView,
   requiredEgress,
 } from "../../requests/service";
+import { requestPasskey } from "../../torrents/access";
+import { passkeyedMagnet, passkeyedTorrent } from "../../torrents/links";
 import { webhookEgressPolicy } from "../../webhooks/destination";
 import { deliveriesForRequest } from "../../webhooks/outbox";
 import { deliveryListResponse } from "../../webhooks/schemas";
@@ -78,6 +80,15 @@ export function requestRoutes(deps: AppDeps) {
     const r = await getRequest(db, id);
     if (!visible(r, who)) throw notFound(id);
     return r;
+  }
+
+  /**
+   * What the request's owner gets: with TORRENT__ACCESS=passkey the stored .torrent or magnet with
+   * the node's tracker and web seed URLs carrying this request's passkey; with `open`, as stored.
+   */
+  async function forOwner<T>(r: RequestView, withPasskey: (passkey: string) => T, open: T): Promise<T> {
+    if (config.torrent.access === "open") return open;
+    return withPasskey(await requestPasskey(db, r.id));
   }
 
   function requireReady(r: RequestView) {
@@ -213,8 +224,9 @@ export function requestRoutes(deps: AppDeps) {
     async (c) => {
       const r = await load(c.req.param("id"), c.get("principal"));
       requireReady(r);
-      const bytes = await getTorrent(db, r.jobId);
-      if (!bytes) throw new ApiError(500, "Torrent file not found");
+      const stored = await getTorrent(db, r.jobId);
+      if (!stored) throw new ApiError(500, "Torrent file not found");
+      const bytes = await forOwner(r, (passkey) => passkeyedTorrent(stored, passkey), stored);
       return new Response(bytes as BodyInit, {
         headers: {
           "Content-Type": "application/x-bittorrent",
@@ -239,8 +251,10 @@ export function requestRoutes(deps: AppDeps) {
     async (c) => {
       const r = await load(c.req.param("id"), c.get("principal"));
       requireReady(r);
-      if (!r.infohash || !r.magnetLink) throw new ApiError(500, "Infohash not set");
-      return c.json({ id: r.id, magnet_link: r.magnetLink, infohash: r.infohash });
+      const stored = r.magnetLink;
+      if (!r.infohash || !stored) throw new ApiError(500, "Infohash not set");
+      const magnet = await forOwner(r, (passkey) => passkeyedMagnet(stored, passkey), stored);
+      return c.json({ id: r.id, magnet_link: magnet, infohash: r.infohash });
     },
   );
 

@@ -1,0 +1,137 @@
+/**
+ * Who may download what (TORRENT__ACCESS=passkey): a passkey opens exactly one request's content,
+ * and only while that request is live. The node's tracker, web seed and BitTorrent port ask here;
+ * the API asks `requestPasskey` for the passkey it writes into the owner's .torrent and magnet.
+ *
+ * A passkey is live when its request is not cancelled, its job is `ready`, the API key that made
+ * the request (if any) is not revoked, and TORRENT__PASSKEY_TTL_SECONDS (when set) has not passed
+ * since the request became ready. Every check reads the database, so a DELETE or a key revocation
+ * takes effect on the next announce or web seed request, whichever process made it.
+ */
+import { and, eq, inArray, isNotNull, isNull, notExists, or, sql } from "drizzle-orm";
+import { timingSafeEqual, utf8 } from "../auth/crypto";
+import type { Database } from "../db";
+import { apiKeys, fetchJobs, fetchRequests } from "../db/schema";
+import { newPasskey, PASSKEY_PATTERN, passkeyHash } from "./passkey";
+
+export type TorrentAccess = "passkey" | "open";
+
+/** Request and job rows (joined) whose passkey is live, apart from TORRENT__PASSKEY_TTL_SECONDS. */
+function live(db: Database) {
+  return and(
+    isNull(fetchRequests.cancelledAt),
+    eq(fetchJobs.status, "ready"),
+    or(
+      isNull(fetchRequests.apiKeyId),
+      notExists(
+        db
+          .select({ one: sql`1` })
+          .from(apiKeys)
+          .where(and(eq(apiKeys.id, fetchRequests.apiKeyId), isNotNull(apiKeys.revokedAt))),
+      ),
+    ),
+  );
+}
+
+/** TORRENT__PASSKEY_TTL_SECONDS, counted from when the request became ready (or was made, if later). */
+const expired = (r: { createdAt: number; completedAt: number | null }, now: number, ttlSeconds: number) =>
+  ttlSeconds > 0 && now >= Math.max(r.createdAt, r.completedAt ?? 0) + ttlSeconds * 1000;
+
+/** What a live passkey opens. */
+export interface Grant {
+  requestId: string;
+  /** SHA-256 of the passkey: names the grant in memory without keeping the secret around. */
+  passkeyHash: string;
+  infohash: string;
+  contentHash: string;
+  seedNode: string | null;
+}
+
+/**
+ * The live request `passkey` belongs to, or null (unknown, cancelled, not ready, key revoked,
+ * expired). `ttlSeconds` 0 = passkeys do not expire.
+ */
+export async function passkeyGrant(
+  db: Database,
+  passkey: string,
+  now: number,
+  ttlSeconds: number,
+): Promise<Grant | null> {
+  if (!PASSKEY_PATTERN.test(passkey)) return null;
+  const hash = await passkeyHash(passkey);
+  const rows = await db
+    .select({
+      requestId: fetchRequests.id,
+      passkey: fetchRequests.passkey,
+      createdAt: fetchRequests.createdAt,
+      completedAt: fetchJobs.completedAt,
+      infohash: fetchJobs.infohash,
+      contentHash: fetchJobs.contentHash,
+      seedNode: fetchJobs.seedNode,
+    })
+    .from(fetchRequests)
+    .innerJoin(fetchJobs, eq(fetchJobs.id, fetchRequests.jobId))
+    .where(and(eq(fetchRequests.passkeyHash, hash), live(db)))
+    .limit(1);
+  const r = rows[0];
+  // The lookup went by hash; comparing the secrets too costs nothing and keeps a hash collision
+  // (or a row written by hand) from opening anything.
+  if (!r?.passkey || !r.infohash || !r.contentHash || !timingSafeEqual(utf8(r.passkey), utf8(passkey)))
+    return null;
+  if (expired(r, now, ttlSeconds)) return null;
+  return {
+    requestId: r.requestId,
+    passkeyHash: hash,
+    infohash: r.infohash,
+    contentHash: r.contentHash,
+    seedNode: r.seedNode,
+  };
+}
+
+/**
+ * The passkey of a request, made now for a request written before passkeys existed (0.2 rows).
+ * The UPDATE only fills an empty one, so two callers racing get the same passkey.
+ */
+export async function requestPasskey(db: Database, requestId: string): Promise<string> {
+  const read = async () =>
+    (
+      await db.select({ p: fetchRequests.passkey }).from(fetchRequests).where(eq(fetchRequests.id, requestId))
+    )[0]?.p ?? null;
+  const existing = await read();
+  if (existing) return existing;
+  const made = await newPasskey();
+  await db
+    .update(fetchRequests)
+    .set({ passkey: made.passkey, passkeyHash: made.hash })
+    .where(and(eq(fetchRequests.id, requestId), isNull(fetchRequests.passkey)));
+  const now = await read();
+  if (!now) throw new Error(`request ${requestId} vanished`);
+  return now;
+}
+
+/**
+ * Of `hashes` (SHA-256 of passkeys), those whose grant is still live for `infohash`. For a node
+ * that remembers which peers announced with which passkey, to forget revoked ones in one query.
+ */
+export async function liveGrantHashes(
+  db: Database,
+  hashes: string[],
+  now: number,
+  ttlSeconds: number,
+): Promise<Set<string>> {
+  const alive = new Set<string>();
+  for (let i = 0; i < hashes.length; i += 200) {
+    const chunk = hashes.slice(i, i + 200);
+    const rows = await db
+      .select({
+        hash: fetchRequests.passkeyHash,
+        createdAt: fetchRequests.createdAt,
+        completedAt: fetchJobs.completedAt,
+      })
+      .from(fetchRequests)
+      .innerJoin(fetchJobs, eq(fetchJobs.id, fetchRequests.jobId))
+      .where(and(inArray(fetchRequests.passkeyHash, chunk), live(db)));
+    for (const r of rows) if (r.hash && !expired(r, now, ttlSeconds)) alive.add(r.hash);
+  }
+  return alive;
+}
