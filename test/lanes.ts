@@ -76,6 +76,7 @@ export const LANES: Record<string, string[]> = {
     "test/webhooks/service.test.ts",
   ],
   swarm: [
+    "test/swarm/private-access.test.ts",
     "test/distributed",
     "test/patches",
     "test/e2e/bittorrent-bind.test.ts",

@@ -7,6 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { freePort, startEdgeDev } from "../../seeder/dev/hrana/dev-edge";
+import { type BDict, bdecode, text } from "../../seeder/node/swarm/bencode";
 import { aria2Download, sha256File, tmpDir } from "../support/clients";
 import { bytesRoute, startOrigin } from "../support/origin";
 import { until } from "../support/poll";
@@ -80,6 +81,21 @@ describe("the Worker and a Bun seeder node", () => {
     expect(res.headers.get("content-type")).toBe("application/x-bittorrent");
     const torrent = new Uint8Array(await res.arrayBuffer());
     expect(await downloadAndHash(torrent)).toBe(edgeFile.body.sha256());
+    // The Worker hands out the request's passkey (TORRENT__ACCESS=passkey), which the node checks
+    // in the shared database; the same magnet without it gets nothing. Proving an absence needs a
+    // bounded wait: 6 s is many times the download above.
+    const announce = text((bdecode(torrent) as BDict).announce)!;
+    expect(announce).toMatch(/\/announce\?passkey=[0-9a-f]{32}$/);
+    const plain = `magnet:?xt=urn:btih:${st.infohash}&dn=edge.txt&tr=${encodeURIComponent(announce.replace(/\?.*$/, ""))}`;
+    const denied = await aria2Download({
+      magnet: plain,
+      dir: await tmpDir("pt-edge-denied-"),
+      timeoutMs: 6_000,
+    }).then(
+      () => "downloaded",
+      (e: Error) => e.message,
+    );
+    expect(denied).toContain("no complete download");
     const health = (await (await fetch(`${edge.url}/v1/health`)).json()) as {
       runtime: string;
       checks: Record<string, { status: string; names?: string[] }>;

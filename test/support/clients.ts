@@ -110,7 +110,9 @@ export const ARIA2_SAFE_FLAGS = [
 ];
 
 export interface Aria2Options {
-  torrentPath: string;
+  /** A .torrent file, or else `magnet`. */
+  torrentPath?: string;
+  magnet?: string;
   dir: string;
   timeoutMs: number;
   /** Ignore the torrent's trackers, so only its web seeds (url-list) can serve it. */
@@ -119,7 +121,10 @@ export interface Aria2Options {
 
 /** Download a .torrent with aria2c; resolves to the downloaded file's path. */
 export async function aria2Download(opts: Aria2Options): Promise<string> {
-  const name = await torrentFileName(opts.torrentPath);
+  const name = opts.torrentPath
+    ? await torrentFileName(opts.torrentPath)
+    : new URLSearchParams(opts.magnet?.slice("magnet:?".length)).get("dn");
+  if (!name) throw new Error("aria2Download needs a torrent file or a magnet with dn=");
   await mkdir(opts.dir, { recursive: true });
   const args = [
     "--no-conf=true",
@@ -134,7 +139,7 @@ export async function aria2Download(opts: Aria2Options): Promise<string> {
     "--console-log-level=notice",
     "--enable-color=false",
     ...(opts.webSeedOnly ? ["--bt-exclude-tracker=*"] : []),
-    `--torrent-file=${opts.torrentPath}`,
+    ...(opts.torrentPath ? [`--torrent-file=${opts.torrentPath}`] : [opts.magnet!]),
   ];
   const res = await run("aria2c", "aria2c", args, opts.timeoutMs);
   if (res.code !== 0) throw new Error(`aria2c exited with ${res.code ?? res.signal}. Output:\n${res.output}`);
