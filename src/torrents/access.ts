@@ -12,6 +12,7 @@ import { and, eq, inArray, isNotNull, isNull, notExists, or, sql } from "drizzle
 import { timingSafeEqual, utf8 } from "../auth/crypto";
 import type { Database } from "../db";
 import { apiKeys, fetchJobs, fetchRequests } from "../db/schema";
+import { passkeyedMagnet } from "./links";
 import { newPasskey, PASSKEY_PATTERN, passkeyHash } from "./passkey";
 
 export type TorrentAccess = "passkey" | "open";
@@ -134,4 +135,24 @@ export async function liveGrantHashes(
     for (const r of rows) if (r.hash && !expired(r, now, ttlSeconds)) alive.add(r.hash);
   }
   return alive;
+}
+
+/**
+ * A webhook payload as the request's owner gets it: with TORRENT__ACCESS=passkey, `magnet_link`
+ * carries the request's passkey (the outbox stores the node's plain magnet, because the rows of
+ * every request of a job are written by one INSERT … SELECT). Used where a payload is sent and
+ * where it is shown, so both read the same; returned unchanged (byte for byte) otherwise.
+ */
+export async function ownerPayload(
+  db: Database,
+  access: TorrentAccess,
+  requestId: string,
+  payload: string,
+): Promise<string> {
+  if (access !== "passkey" || !payload.includes('"magnet_link":"magnet:')) return payload;
+  const body = JSON.parse(payload) as { data?: { magnet_link?: unknown } };
+  const magnet = body.data?.magnet_link;
+  if (typeof magnet !== "string") return payload;
+  body.data!.magnet_link = passkeyedMagnet(magnet, await requestPasskey(db, requestId));
+  return JSON.stringify(body);
 }

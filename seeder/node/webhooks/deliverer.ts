@@ -15,6 +15,7 @@ import type { Config } from "../../../src/config";
 import type { Database } from "../../../src/db";
 import { type WebhookDelivery, type WebhookEndpoint, webhookEndpoints } from "../../../src/db/schema";
 import type { Logger } from "../../../src/log";
+import { ownerPayload } from "../../../src/torrents/access";
 import { signingSecrets } from "../../../src/webhooks/endpoints";
 import {
   type AttemptOutcome,
@@ -154,10 +155,12 @@ export class WebhookDeliverer {
       return;
     }
 
-    const headers = await webhookHeaders(keys.secrets, d.id, clock.now(), d.payload);
+    // The same bytes on every attempt: the passkey of a request never changes.
+    const payload = await ownerPayload(this.deps.db, config.torrent.access, d.requestId, d.payload);
+    const headers = await webhookHeaders(keys.secrets, d.id, clock.now(), payload);
     if (d.traceId) headers["x-request-id"] = d.traceId;
     // Aborted (shutdown), the send throws and the loop hands the delivery back (`stopped`).
-    const res = await this.send(d.url, headers, d.payload, signal);
+    const res = await this.send(d.url, headers, payload, signal);
     const code = res.statusCode;
     let outcome: AttemptOutcome;
     if (code !== null && code >= 200 && code < 300) outcome = { outcome: "delivered", statusCode: code };

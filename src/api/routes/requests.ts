@@ -33,7 +33,7 @@ import {
   requestStatusResponse,
 } from "../schemas";
 import { err, fieldError, invalid, json } from "./shared";
-import { deliveryBody } from "./webhooks";
+import { deliveryBodies } from "./webhooks";
 
 function statusBody(r: RequestView) {
   return {
@@ -193,7 +193,7 @@ export function requestRoutes(deps: AppDeps) {
     requireScope("requests:read"),
     async (c) => {
       const r = await load(c.req.param("id"), c.get("principal"));
-      return c.json({ deliveries: (await deliveriesForRequest(db, r.id)).map(deliveryBody) });
+      return c.json({ deliveries: await deliveryBodies(deps, await deliveriesForRequest(db, r.id)) });
     },
   );
 

@@ -9,6 +9,7 @@ import { describeRoute, validator } from "hono-openapi";
 import { iso } from "../../clock";
 import type { WebhookEndpoint } from "../../db/schema";
 import { targetUrlRefusal } from "../../egress";
+import { ownerPayload } from "../../torrents/access";
 import { webhookEgressPolicy } from "../../webhooks/destination";
 import {
   countEndpoints,
@@ -59,10 +60,19 @@ export function endpointBody(e: WebhookEndpoint, now: number) {
   };
 }
 
-export function deliveryBody(d: DeliveryWithAttempts) {
-  let payload: unknown = d.payload;
+/** Deliveries as the API shows them, with the payload their owner is sent (see `ownerPayload`). */
+export async function deliveryBodies(deps: Pick<AppDeps, "db" | "config">, list: DeliveryWithAttempts[]) {
+  return Promise.all(
+    list.map(async (d) =>
+      deliveryBody(d, await ownerPayload(deps.db, deps.config.torrent.access, d.requestId, d.payload)),
+    ),
+  );
+}
+
+function deliveryBody(d: DeliveryWithAttempts, sent: string) {
+  let payload: unknown = sent;
   try {
-    payload = JSON.parse(d.payload);
+    payload = JSON.parse(sent);
   } catch {
     /* shown as stored */
   }
@@ -177,7 +187,7 @@ export function webhookRoutes(deps: AppDeps) {
       const d = await getDelivery(db, id);
       if (!d || !owns(d.tenant, c.get("principal")))
         throw new ApiError(404, `Webhook delivery ${id} not found`);
-      return c.json(deliveryBody(d));
+      return c.json((await deliveryBodies(deps, [d]))[0]);
     },
   );
 
@@ -207,7 +217,7 @@ export function webhookRoutes(deps: AppDeps) {
           "The endpoint is disabled or deleted; re-enable it first (PATCH enabled=true)",
         );
       if (res === "not_found") throw new ApiError(404, `Webhook delivery ${id} not found`);
-      return c.json(deliveryBody((await getDelivery(db, id))!), 202);
+      return c.json((await deliveryBodies(deps, [(await getDelivery(db, id))!]))[0], 202);
     },
   );
 
@@ -310,7 +320,7 @@ export function webhookRoutes(deps: AppDeps) {
       await loadEndpoint(id, c.get("principal"));
       const raw = Number(c.req.query("limit") ?? 50);
       const limit = Number.isInteger(raw) ? Math.min(200, Math.max(1, raw)) : 50;
-      return c.json({ deliveries: (await deliveriesForEndpoint(db, id, limit)).map(deliveryBody) });
+      return c.json({ deliveries: await deliveryBodies(deps, await deliveriesForEndpoint(db, id, limit)) });
     },
   );
 
