@@ -214,6 +214,8 @@ export function requestRoutes(deps: AppDeps) {
     "/:id/torrent",
     describeRoute({
       summary: "Download the .torrent",
+      description:
+        "With TORRENT__ACCESS=passkey (the default) its tracker and web seed URLs carry this request's own passkey: only its holder can download. Keep it like a password; DELETE the request if it leaks.",
       responses: {
         200: { description: "The .torrent file", content: { "application/x-bittorrent": {} } },
         400: err("Not ready yet"),
@@ -241,6 +243,7 @@ export function requestRoutes(deps: AppDeps) {
     "/:id/magnet",
     describeRoute({
       summary: "Magnet link",
+      description: "Carries the same passkeyed tracker (`tr`) and web seed (`ws`) as the .torrent.",
       responses: {
         200: { description: "Magnet link", content: json(magnetResponse) },
         400: err("Not ready yet"),
