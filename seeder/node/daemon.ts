@@ -270,7 +270,11 @@ export class SeederNode {
     this.stats.claimed++;
     if (job.errorCode === "lease_expired") this.deps.metrics?.leaseExpired.inc();
     const run: JobRun = { job, lease: leaseOf(job), signal, log, t0: performance.now() };
-    if (await this.endedBeforeStart(run)) return;
+    if (await this.endedBeforeStart(run)) {
+      // An earlier attempt on this node may have stored its content.
+      if (job.contentHash) await this.releaseContent(job.contentHash);
+      return;
+    }
     const got = await this.fetchStage(run);
     this.jobContent.set(job.id, got.contentHash);
     try {

@@ -6,12 +6,17 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { stat } from "node:fs/promises";
+import { eq } from "drizzle-orm";
 import { ContentStore } from "../../seeder/node/cas";
 import { decodeTorrent, text } from "../../seeder/node/swarm/bencode";
+import { openDatabase } from "../../seeder/process/database";
+import { loadConfig } from "../../src/config";
+import { fetchJobs, fetchRequests, webhookDeliveries } from "../../src/db/schema";
 import { removeTmpDirs } from "../support/clients";
-import { bytesRoute, type Origin, startOrigin } from "../support/origin";
+import { bytesRoute, type Origin, startOrigin, statusRoute } from "../support/origin";
 import { until } from "../support/poll";
-import { Service } from "../support/service";
+import { runToEnd } from "../support/run";
+import { CLI, Service } from "../support/service";
 
 const OTHER_TOKEN = "test-token-other-tenant-0123456789";
 
@@ -110,5 +115,108 @@ describe("the blob goes when no live request needs it", () => {
 
     await svc.api(`/v1/requests/${bId}`, { method: "DELETE", headers: other });
     await blobGone(svc, a.content_hash, "the shared blob to go with its last request");
+  });
+});
+
+describe("revoking an API key", () => {
+  test("cancels the requests the key made (job cancelled, blob removed); another key of the tenant keeps its own", async () => {
+    const leaked = bytesRoute({ size: 250_000, seed: 74, contentType: "text/plain" });
+    const kept = bytesRoute({ size: 260_000, seed: 75, contentType: "text/plain" });
+    const o = await origin({ "/leaked.txt": leaked, "/kept.txt": kept, "/hook": statusRoute(204) });
+    const svc = await service({ WEBHOOK__SECRET: `whsec_${Buffer.alloc(32, 9).toString("base64")}` });
+    const keys = async (...args: string[]) => {
+      const r = await runToEnd([CLI, "keys", ...args], {
+        env: {
+          PATH: process.env.PATH ?? "/usr/bin:/bin",
+          HOME: svc.basePath,
+          STORAGE__BASE_PATH: svc.basePath,
+        },
+      });
+      expect(r.code).toBe(0);
+      return r.stdout;
+    };
+    const a = JSON.parse(await keys("create", "--name", "laptop", "--tenant", "team", "--json")) as Record<
+      string,
+      string
+    >;
+    const b = JSON.parse(await keys("create", "--name", "server", "--tenant", "team", "--json")) as Record<
+      string,
+      string
+    >;
+    const as = (key: Record<string, string>) => ({ authorization: `Bearer ${key.key}` });
+    const make = async (key: Record<string, string>, body: Record<string, unknown>) => {
+      const res = await svc.api("/v1/requests", {
+        method: "POST",
+        headers: as(key),
+        body: JSON.stringify(body),
+      });
+      expect(res.status).toBe(201);
+      return ((await res.json()) as { id: string }).id;
+    };
+    // key b reads both: one tenant
+    const read = async (id: string, by = b) =>
+      (await (await svc.api(`/v1/requests/${id}`, { headers: as(by) })).json()) as Record<string, any>;
+    const ready = async (id: string) => {
+      await until(async () => (await read(id)).status === "ready", `request ${id} to be ready`);
+      return read(id);
+    };
+    const mine = await ready(await make(a, { url: o.url("/leaked.txt"), callback_url: o.url("/hook") }));
+    const theirs = await ready(await make(b, { url: o.url("/kept.txt") }));
+
+    const out = await keys("revoke", a.id!);
+    expect(out).toContain(`Revoked key ${a.id}.`);
+    expect(out).toContain("Cancelled 1 request made with it");
+    expect((await read(mine.id)).status).toBe("cancelled");
+    expect((await read(theirs.id)).status).toBe("ready");
+
+    const { client, db } = await openDatabase(loadConfig({ STORAGE__BASE_PATH: svc.basePath }));
+    try {
+      const jobOf = async (id: string) =>
+        (
+          await db
+            .select({ status: fetchJobs.status, seeding: fetchJobs.seeding })
+            .from(fetchJobs)
+            .innerJoin(fetchRequests, eq(fetchRequests.jobId, fetchJobs.id))
+            .where(eq(fetchRequests.id, id))
+        )[0];
+      expect(await jobOf(mine.id)).toEqual({ status: "cancelled", seeding: false });
+      expect(await jobOf(theirs.id)).toEqual({ status: "ready", seeding: true });
+      // as DELETE does: `request.cancelled` for the callback, written with the cancellation
+      const events = await db
+        .select({ type: webhookDeliveries.eventType })
+        .from(webhookDeliveries)
+        .where(eq(webhookDeliveries.requestId, mine.id));
+      expect(events.map((e) => e.type).sort()).toEqual(["request.cancelled", "request.ready"]);
+    } finally {
+      client.close();
+    }
+
+    await blobGone(svc, mine.content_hash, "the revoked key's content to leave the store");
+
+    // Rotation as the README says: the new key (same tenant) asks again before the old one goes;
+    // its request joins the ready result, and the revoke leaves that content seeding.
+    const c = JSON.parse(await keys("create", "--name", "server-2", "--tenant", "team", "--json")) as Record<
+      string,
+      string
+    >;
+    const again = await make(c, { url: o.url("/kept.txt"), ttl: 3600 });
+    expect((await read(again)).status).toBe("ready");
+    expect(o.count("/kept.txt")).toBe(1); // answered from the ready result, no second fetch
+    expect(await keys("revoke", b.id!)).toContain("Cancelled 1 request made with it");
+    expect((await read(theirs.id, c)).status).toBe("cancelled");
+    expect((await read(again, c)).status).toBe("ready");
+    const check = await openDatabase(loadConfig({ STORAGE__BASE_PATH: svc.basePath }));
+    try {
+      const [job] = await check.db
+        .select({ status: fetchJobs.status, seeding: fetchJobs.seeding })
+        .from(fetchJobs)
+        .innerJoin(fetchRequests, eq(fetchRequests.jobId, fetchJobs.id))
+        .where(eq(fetchRequests.id, again));
+      expect(job).toEqual({ status: "ready", seeding: true });
+    } finally {
+      check.client.close();
+    }
+    expect(await exists(blobPath(svc, theirs.content_hash))).toBe(true);
+    expect(await keys("revoke", a.id!)).toContain("Cancelled 0 requests made with it.");
   });
 });
