@@ -116,6 +116,23 @@ describe("the blob goes when no live request needs it", () => {
     await svc.api(`/v1/requests/${bId}`, { method: "DELETE", headers: other });
     await blobGone(svc, a.content_hash, "the shared blob to go with its last request");
   });
+
+  test("at start-up a node removes blobs no live job of its own needs (left by a crash), keeps the rest", async () => {
+    const data = bytesRoute({ size: 100_000, seed: 76, contentType: "text/plain" });
+    const o = await origin({ "/live.txt": data });
+    const svc = await service();
+    const live = await svc.waitFor(await svc.create({ url: o.url("/live.txt") }));
+    await svc.kill("SIGKILL");
+    // as if a fetch had committed its blob and the node died before its job recorded it
+    const store = new ContentStore(svc.basePath);
+    const w = await store.createWriter();
+    await w.write(new TextEncoder().encode("left behind by a crash\n"));
+    const orphan = await w.commit();
+    await svc.launch();
+    await blobGone(svc, orphan.sha256, "the start-up sweep to remove the orphan");
+    expect(await exists(blobPath(svc, live.content_hash))).toBe(true);
+    expect((await svc.status(live.id)).status).toBe("ready");
+  });
 });
 
 describe("revoking an API key", () => {
