@@ -80,17 +80,18 @@ describe("the blob goes when no live request needs it", () => {
     expect(metrics).toContain("proxytorrent_blobs_removed_total 1");
   });
 
-  test("two tenants' requests share one blob: deleting one keeps it and the other still downloads", async () => {
+  test("two tenants' requests for identical bytes share one blob: deleting one keeps it and the other still downloads", async () => {
     const data = bytesRoute({ size: 400_000, seed: 72, contentType: "text/plain" });
     const marker = bytesRoute({ size: 2_000, seed: 73, contentType: "text/plain" });
-    const o = await origin({ "/shared.txt": data, "/marker.txt": marker });
+    // two URLs with the same bytes: two fetches, two torrents (other names), one blob
+    const o = await origin({ "/one.txt": data, "/two.txt": data, "/marker.txt": marker });
     const svc = await service({ SECURITY__BEARER_TOKENS: `test-token-0123456789abcdef,${OTHER_TOKEN}` });
     const other = { authorization: `Bearer ${OTHER_TOKEN}` };
-    const a = await svc.waitFor(await svc.create({ url: o.url("/shared.txt") }));
+    const a = await svc.waitFor(await svc.create({ url: o.url("/one.txt") }));
     const created = await svc.api("/v1/requests", {
       method: "POST",
       headers: other,
-      body: JSON.stringify({ url: o.url("/shared.txt") }),
+      body: JSON.stringify({ url: o.url("/two.txt") }),
     });
     expect(created.status).toBe(201);
     const bId = ((await created.json()) as { id: string }).id;
@@ -98,14 +99,17 @@ describe("the blob goes when no live request needs it", () => {
       (await (await svc.api(`/v1/requests/${bId}`, { headers: other })).json()) as Record<string, any>;
     await until(async () => (await statusOfB()).status === "ready", "the other tenant's request to be ready");
     const b = await statusOfB();
-    // two fetches (tenants do not share them), one blob
     expect(b.content_hash).toBe(a.content_hash);
-    expect(o.count("/shared.txt")).toBe(2);
+    expect(b.infohash).not.toBe(a.infohash);
 
     const m = await svc.waitFor(await svc.create({ url: o.url("/marker.txt") }));
     await svc.api(`/v1/requests/${a.id}`, { method: "DELETE" });
     await svc.api(`/v1/requests/${m.id}`, { method: "DELETE" });
-    // the marker's blob goes once a reconcile ran that already saw `a` deleted
+    // `a`'s torrent is dropped (and its blob considered) before the marker's blob goes
+    await svc.waitForLog(
+      (l) => l.unseeded === true && l.infohash === a.infohash,
+      "the node to drop a's torrent",
+    );
     await svc.waitForLog(removedLog(m.content_hash), "the node to remove the marker's blob");
     expect(svc.logs().filter(removedLog(a.content_hash))).toEqual([]);
     expect(await exists(blobPath(svc, a.content_hash))).toBe(true);
