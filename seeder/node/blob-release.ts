@@ -60,11 +60,16 @@ export async function releaseBlob(deps: BlobReleaseDeps, contentHash: string): P
  * Start-up sweep: every blob of the store that no live job of this node records goes (each one
  * re-checked by releaseBlob under its lock, so jobs that started meanwhile keep theirs).
  */
-export async function sweepBlobs(deps: BlobReleaseDeps): Promise<{ removed: number; bytes: number }> {
+export async function sweepBlobs(
+  deps: BlobReleaseDeps,
+  /** Checked between blobs: a node shutting down does not finish the sweep. */
+  stopped: () => boolean = () => false,
+): Promise<{ removed: number; bytes: number }> {
   const needed = await contentNeededOn(deps.db, deps.nodeName);
   let removed = 0;
   let bytes = 0;
   for await (const hash of deps.store.blobs()) {
+    if (stopped()) break;
     if (needed.has(hash)) continue;
     const n = await releaseBlob(deps, hash);
     if (n !== null) {

@@ -158,7 +158,7 @@ export class SeederNode {
     }, this.deps.config.node.heartbeatIntervalMs);
     this.jobs.start();
     // Blobs a previous run left that no live job needs (deleted content, a crash mid-way).
-    this.sweeping = sweepBlobs(this.blobDeps())
+    this.sweeping = sweepBlobs(this.blobDeps(), () => !this.running)
       .then(({ removed, bytes }) => {
         if (removed > 0) log.info("store swept", { blobs_removed: removed, bytes });
       })
