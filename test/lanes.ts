@@ -32,6 +32,7 @@ export const LANES: Record<string, string[]> = {
     "test/auth/jwt.test.ts",
     "test/auth/key-cache.test.ts",
     "test/auth/legacy.test.ts",
+    "test/auth/revoke.test.ts",
     "test/auth/signature.test.ts",
     "test/auth/tenancy.test.ts",
     "test/config/config.test.ts",

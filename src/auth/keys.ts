@@ -87,8 +87,8 @@ export async function listApiKeys(
  * Revoke by id (or by the whole key). "missing" if no such key; revoking twice is harmless. In the
  * same transaction every live request the key created is cancelled exactly as DELETE cancels one
  * (`request.cancelled` webhooks, its job cancelled when no other live request needs it): a leaked
- * key's torrents stop with it. Revoking again cancels any request the key made meanwhile (an API
- * process trusts a verified key for SECURITY__API_KEY_CACHE_SECONDS).
+ * key's torrents stop with it. A request an API process accepts with the key afterwards (it trusts a
+ * verified key for SECURITY__API_KEY_CACHE_SECONDS) is cancelled as it is created (createRequest).
  */
 export async function revokeApiKey(
   db: Database,

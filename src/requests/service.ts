@@ -2,11 +2,31 @@
  * What the API does with a caller's request: create (sharing a fetch with identical requests in
  * flight, or answering from a ready result younger than `ttl`), read, and cancel.
  */
-import { and, desc, eq, gte, inArray, isNull, notExists, notInArray, type SQL, sql } from "drizzle-orm";
+import {
+  and,
+  desc,
+  eq,
+  exists,
+  gte,
+  inArray,
+  isNotNull,
+  isNull,
+  notExists,
+  notInArray,
+  type SQL,
+  sql,
+} from "drizzle-orm";
 import { sha256Hex } from "../auth/crypto";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
-import { type FetchJob, fetchJobs, fetchRequests, type JobEgress, type JobStatus } from "../db/schema";
+import {
+  apiKeys,
+  type FetchJob,
+  fetchJobs,
+  fetchRequests,
+  type JobEgress,
+  type JobStatus,
+} from "../db/schema";
 import { insertSelect, sqlText } from "../db/sql";
 import { newPasskey } from "../torrents/passkey";
 import { callbackInsert, outboxInserts } from "../webhooks/outbox";
@@ -197,10 +217,27 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
       sql`WHERE EXISTS (SELECT 1 FROM ${fetchJobs}
         WHERE ${fetchJobs.id} = ${job.id} AND ${fetchJobs.status} NOT IN ('error', 'cancelled'))`,
     );
+    // An API process trusts a verified key for SECURITY__API_KEY_CACHE_SECONDS: a request made with
+    // a key revoked meanwhile is cancelled at once, in this transaction, as the revoke would have.
+    const keyId = input.apiKeyId;
+    const revoked = keyId
+      ? cancelStatements(
+          db,
+          now,
+          (r) =>
+            sql`${eq(r.id, requestId)} AND ${exists(
+              db
+                .select({ one: sql`1` })
+                .from(apiKeys)
+                .where(and(eq(apiKeys.id, keyId), isNotNull(apiKeys.revokedAt))),
+            )}`,
+        )
+      : null;
     const [linked] = await db.batch([
       link,
       ...(input.callbackUrl ? [callbackInsert(db, requestId, input.callbackUrl, now)] : []),
       ...outboxInserts(db, "request.ready", now, (r, j) => and(eq(r.id, requestId), eq(j.status, "ready"))),
+      ...(revoked ? [...revoked.outbox, revoked.requests, revoked.jobs] : []),
     ]);
     if (linked.rowsAffected !== 1) continue;
     const view = await getRequest(db, requestId);
