@@ -2,20 +2,7 @@
  * What the API does with a caller's request: create (sharing a fetch with identical requests in
  * flight, or answering from a ready result younger than `ttl`), read, and cancel.
  */
-import {
-  and,
-  desc,
-  eq,
-  exists,
-  gte,
-  inArray,
-  isNotNull,
-  isNull,
-  notExists,
-  notInArray,
-  type SQL,
-  sql,
-} from "drizzle-orm";
+import { and, desc, eq, gte, inArray, isNull, notExists, notInArray, type SQL, sql } from "drizzle-orm";
 import { sha256Hex } from "../auth/crypto";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
@@ -213,34 +200,32 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
         passkey: passkey.passkey,
         passkeyHash: passkey.hash,
         apiKeyId: input.apiKeyId ?? null,
+        // An API process trusts a verified key for SECURITY__API_KEY_CACHE_SECONDS: a request made
+        // with a key revoked meanwhile is created cancelled, as the revoke would have left it.
+        cancelledAt: input.apiKeyId
+          ? sql`CASE WHEN EXISTS (SELECT 1 FROM ${apiKeys} WHERE ${apiKeys.id} = ${input.apiKeyId}
+              AND ${apiKeys.revokedAt} IS NOT NULL) THEN ${now} END`
+          : null,
       },
       sql`WHERE EXISTS (SELECT 1 FROM ${fetchJobs}
         WHERE ${fetchJobs.id} = ${job.id} AND ${fetchJobs.status} NOT IN ('error', 'cancelled'))`,
     );
-    // An API process trusts a verified key for SECURITY__API_KEY_CACHE_SECONDS: a request made with
-    // a key revoked meanwhile is cancelled at once, in this transaction, as the revoke would have.
-    const keyId = input.apiKeyId;
-    const revoked = keyId
-      ? cancelStatements(
-          db,
-          now,
-          (r) =>
-            sql`${eq(r.id, requestId)} AND ${exists(
-              db
-                .select({ one: sql`1` })
-                .from(apiKeys)
-                .where(and(eq(apiKeys.id, keyId), isNotNull(apiKeys.revokedAt))),
-            )}`,
-        )
-      : null;
     const [linked] = await db.batch([
       link,
       ...(input.callbackUrl ? [callbackInsert(db, requestId, input.callbackUrl, now)] : []),
-      ...outboxInserts(db, "request.ready", now, (r, j) => and(eq(r.id, requestId), eq(j.status, "ready"))),
-      ...(revoked ? [...revoked.outbox, revoked.requests, revoked.jobs] : []),
+      ...outboxInserts(db, "request.ready", now, (r, j) =>
+        and(eq(r.id, requestId), eq(j.status, "ready"), isNull(r.cancelledAt)),
+      ),
     ]);
     if (linked.rowsAffected !== 1) continue;
-    const view = await getRequest(db, requestId);
+    let view = await getRequest(db, requestId);
+    if (view?.status === "cancelled" && input.apiKeyId) {
+      // Created cancelled (its key was revoked): the rest of what a cancel writes. A crash before
+      // this leaves a job no live request needs, as a crash between DELETE's two writes used to.
+      const { jobs } = cancelStatements(db, now, (r) => eq(r.id, requestId));
+      await db.batch([...outboxInserts(db, "request.cancelled", now, (r) => eq(r.id, requestId)), jobs]);
+      view = await getRequest(db, requestId);
+    }
     if (!view) throw new Error("request vanished after insert");
     return { ...view, source };
   }

@@ -89,9 +89,18 @@ describe("revoking an API key", () => {
   test("a request accepted with a key revoked meanwhile (the key cache's window) is cancelled as it is created", async () => {
     const { db, client, clock, a, job } = await setup();
     await revokeApiKey(db, a.id, clock.now());
-    const late = await createRequest(db, clock, request("http://o.test/late", a.id));
+    const late = await createRequest(
+      db,
+      clock,
+      request("http://o.test/late", a.id, { callbackUrl: "http://hook.test/" }),
+    );
     expect(late.status).toBe("cancelled");
     expect(await job(late.id)).toEqual({ status: "cancelled", cancelRequested: true });
+    const events = await db
+      .select({ type: webhookDeliveries.eventType })
+      .from(webhookDeliveries)
+      .where(eq(webhookDeliveries.requestId, late.id));
+    expect(events).toEqual([{ type: "request.cancelled" }]);
     // nothing for a node to fetch
     expect(await claimJobs(db, clock, { nodeName: "n", limit: 5, leaseMs: 60_000 })).toEqual([]);
     client.close();
