@@ -177,13 +177,19 @@ export function registerKeysCommand(program: Command): void {
 
   keys
     .command("revoke")
-    .description("revoke a key at once (every API process sees it on the next request)")
+    .description(
+      "revoke a key at once (every API process sees it on the next request) and cancel the requests it made",
+    )
     .argument("<id>", "the key id shown by `keys list` (or the key itself)")
     .action(async (arg: string) => {
       // Accept the whole key too, but never echo it.
       const id = apiKeyId(arg.trim()) ?? arg.trim();
       const res = await withDatabase((db) => revokeApiKey(db, id, Date.now()));
-      if (res === "missing") fail(`no key with id ${id}`, 1);
-      console.log(res === "revoked" ? `Revoked key ${id}.` : `Key ${id} was already revoked.`);
+      if (res.outcome === "missing") fail(`no key with id ${id}`, 1);
+      console.log(res.outcome === "revoked" ? `Revoked key ${id}.` : `Key ${id} was already revoked.`);
+      const n = res.cancelledRequests;
+      console.log(
+        `Cancelled ${n} request${n === 1 ? "" : "s"} made with it${n ? " (their torrents stop; content no other request needs is deleted)" : ""}.`,
+      );
     });
 }

@@ -5,6 +5,15 @@
  * BlobWriter), fsynced, then renamed into place; the directory is fsynced too, so a crash leaves
  * either no blob or a whole one, never a partial one under a content name. Temp files of a crashed
  * run are removed at start-up.
+ *
+ * Blobs are removed (`remove`) when nothing needs them any more. Whether something does is the
+ * caller's question (the database, what it seeds); the store adds what the database cannot know:
+ * a blob just committed by a fetch whose job has not recorded its hash yet. `commit` pins the hash
+ * before the blob appears and the pin holds until the caller releases it, once its job's row
+ * records the hash (or the job ends). A per-hash lock orders the rename of `commit` and the unlink
+ * of `remove`, so a removal whose checks ran before a commit can never unlink the blob that
+ * commit puts in place. One process owns a store (storage.ts holds an flock on the folder), so an
+ * in-process lock and in-process pins cover every writer.
  */
 import { createHash, randomUUID } from "node:crypto";
 import { constants, createReadStream } from "node:fs";
@@ -22,6 +31,13 @@ export interface StoredBlob {
   path: string;
   /** BitTorrent v1 piece hashes computed while the bytes streamed in (see WriterOptions). */
   pieces?: { pieceLength: number; hashes: Uint8Array };
+  /** Keeps `remove` away from the blob until released (see ContentStore.pin). */
+  pin: BlobPin;
+}
+
+/** A hold on a blob: `remove` leaves it alone until `release()` (idempotent). */
+export interface BlobPin {
+  release(): void;
 }
 
 export interface WriterOptions {
@@ -36,6 +52,10 @@ export interface WriterOptions {
 export class ContentStore {
   readonly casRoot: string;
   readonly tmpRoot: string;
+  /** Hash -> holds taken by `pin` and not released yet. */
+  private readonly pins = new Map<string, number>();
+  /** Hash -> the tail of its lock queue (see withLock). */
+  private readonly locks = new Map<string, Promise<void>>();
 
   constructor(
     readonly basePath: string,
@@ -69,6 +89,77 @@ export class ContentStore {
     } catch {
       return null;
     }
+  }
+
+  /**
+   * Hold the blob `sha256` against `remove` (counted: each pin needs its own release). Taken
+   * synchronously, so a pin taken before an await is seen by any removal that checks after it.
+   */
+  pin(sha256: string): BlobPin {
+    this.pins.set(sha256, (this.pins.get(sha256) ?? 0) + 1);
+    let held = true;
+    return {
+      release: () => {
+        if (!held) return;
+        held = false;
+        const n = (this.pins.get(sha256) ?? 1) - 1;
+        if (n > 0) this.pins.set(sha256, n);
+        else this.pins.delete(sha256);
+      },
+    };
+  }
+
+  isPinned(sha256: string): boolean {
+    return this.pins.has(sha256);
+  }
+
+  /**
+   * Run `fn` while holding the lock of one hash (FIFO; other hashes are not held up). Used by
+   * commit's rename, by `remove`, and by whoever starts serving a blob and must not have it
+   * removed between its check and its start (the node's re-seeding).
+   */
+  async withLock<T>(sha256: string, fn: () => Promise<T>): Promise<T> {
+    const before = this.locks.get(sha256);
+    let unlock!: () => void;
+    const mine = new Promise<void>((resolve) => {
+      unlock = resolve;
+    });
+    this.locks.set(sha256, mine);
+    try {
+      await before;
+      return await fn();
+    } finally {
+      unlock();
+      if (this.locks.get(sha256) === mine) this.locks.delete(sha256);
+    }
+  }
+
+  /**
+   * Delete a blob unless it is pinned or `needed()` says it is still used, both asked under the
+   * hash's lock. A commit that pins while `needed()` runs is not looked at again: its rename waits
+   * for this lock and puts the blob back after the unlink, before that commit returns (and before
+   * anyone can rely on its pin). Returns the bytes removed, or null when it was kept or absent.
+   * The unlink is atomic and the directory is fsynced: a crash leaves the whole blob or none; a
+   * blob a crash left behind is found by the node's start-up sweep.
+   */
+  async remove(sha256: string, needed: () => Promise<boolean>): Promise<number | null> {
+    const path = this.pathFor(sha256);
+    return this.withLock(sha256, async () => {
+      if (this.isPinned(sha256) || (await needed())) return null;
+      const size = await this.size(sha256);
+      if (size === null) return null;
+      await rm(path, { force: true });
+      await syncDir(dirname(path));
+      return size;
+    });
+  }
+
+  /** Hashes of every blob in the store (the start-up sweep), read one fan-out folder at a time. */
+  async *blobs(): AsyncGenerator<string> {
+    for (const a of await readdirOrEmpty(this.casRoot))
+      for (const b of await readdirOrEmpty(join(this.casRoot, a)))
+        for (const name of await readdirOrEmpty(join(this.casRoot, a, b)))
+          if (HEX64.test(name) && name.startsWith(a + b)) yield name;
   }
 
   /** A fresh temp file to stream a body into. */
@@ -215,11 +306,21 @@ export class BlobWriter {
       this.fhClosed = true;
       await this.fh.close();
       const dest = this.store.pathFor(d.sha256);
-      await mkdir(dirname(dest), { recursive: true, mode: 0o700 });
-      // Same bytes, same name: if the blob exists already this rename replaces it with identical
-      // content, which is atomic and harmless.
-      await rename(this.tempPath, dest);
-      await syncDir(dirname(dest));
+      // Pinned before it appears, renamed under the hash's lock: a removal of the same hash
+      // either finished before the rename (which then puts the blob back) or sees the pin.
+      const pin = this.store.pin(d.sha256);
+      try {
+        await this.store.withLock(d.sha256, async () => {
+          await mkdir(dirname(dest), { recursive: true, mode: 0o700 });
+          // Same bytes, same name: if the blob exists already this rename replaces it with
+          // identical content, which is atomic and harmless.
+          await rename(this.tempPath, dest);
+          await syncDir(dirname(dest));
+        });
+      } catch (e) {
+        pin.release();
+        throw e;
+      }
       for (const b of this.free)
         if (b.buf.byteLength === BLOCK && spare.length < SPARE_MAX) spare.push(b.buf);
       this.free.length = 0;
@@ -227,6 +328,7 @@ export class BlobWriter {
         sha256: d.sha256,
         size: this.written,
         path: dest,
+        pin,
         ...(d.pieces ? { pieces: { pieceLength: d.pieces.pieceLength, hashes: d.pieces.hashes } } : {}),
       };
     } catch (e) {
@@ -355,6 +457,14 @@ export class BlobWriter {
       })
       .catch((e) => this.fail(e))
       .finally(() => this.release(b));
+  }
+}
+
+async function readdirOrEmpty(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch {
+    return [];
   }
 }
 

@@ -11,6 +11,7 @@ import {
   advance,
   claimJobs,
   completeJob,
+  contentNeeded,
   failJob,
   heartbeat,
   type JobLease,
@@ -25,6 +26,7 @@ import { nodeHeartbeat, nodeStopped } from "../../src/nodes/registry";
 import { announceUrl, magnetFor, nodePath, webSeedUrl } from "../../src/torrents/links";
 import type { Metrics } from "../process/metrics";
 import type { NodeAccess } from "./access";
+import { type BlobReleaseDeps, releaseBlob, sweepBlobs } from "./blob-release";
 import type { ContentStore } from "./cas";
 import { FetchError, type Fetcher, type FetchResult } from "./fetcher";
 import { LeasedWorkLoop, LeaseLost, type StopReason } from "./leased-work";
@@ -78,6 +80,9 @@ export class SeederNode {
   private readonly seededContent = new Map<string, Seeded>();
   // Seeded by a running job but not yet `ready` in the database: reconcile must not drop these.
   private readonly finishing = new Set<string>();
+  // Job id -> the content its fetch stored, until the job's run (and its stop or failure) is over.
+  private readonly jobContent = new Map<string, string>();
+  private sweeping: Promise<void> | null = null;
   private reconcileTimer: ReturnType<typeof setInterval> | null = null;
   private registryTimer: ReturnType<typeof setInterval> | null = null;
   private startedAt = 0;
@@ -116,8 +121,8 @@ export class SeederNode {
         },
       },
       run: (job, signal, log) => this.runJob(job, signal, log),
-      stopped: (job, reason, log) => this.jobStopped(job, reason, log),
-      failed: (job, e, log) => this.jobFailed(job, e, log),
+      stopped: (job, reason, log) => this.afterJob(job, () => this.jobStopped(job, reason, log)),
+      failed: (job, e, log) => this.afterJob(job, () => this.jobFailed(job, e, log)),
     });
   }
 
@@ -155,6 +160,12 @@ export class SeederNode {
       this.announceSelf().catch((e) => log.warn("node heartbeat failed", { err: String(e) }));
     }, this.deps.config.node.heartbeatIntervalMs);
     this.jobs.start();
+    // Blobs a previous run left that no live job needs (deleted content, a crash mid-way).
+    this.sweeping = sweepBlobs(this.blobDeps(), () => !this.running)
+      .then(({ removed, bytes }) => {
+        if (removed > 0) log.info("store swept", { blobs_removed: removed, bytes });
+      })
+      .catch((e) => log.warn("store sweep failed", { err: String(e) }));
     this.reconcileTimer = setInterval(() => {
       if (!this.reconciling)
         this.reconcileSeeding().catch((e) => log.error("reseed failed", { err: String(e) }));
@@ -173,6 +184,7 @@ export class SeederNode {
     if (this.registryTimer) clearInterval(this.registryTimer);
     await this.jobs.stop();
     await this.reconciling;
+    await this.sweeping;
     this.deps.fetcher.closeIdleConnections?.();
     await this.deps.swarm.stop();
     await this.deps.tracker.close();
@@ -261,9 +273,19 @@ export class SeederNode {
     this.stats.claimed++;
     if (job.errorCode === "lease_expired") this.deps.metrics?.leaseExpired.inc();
     const run: JobRun = { job, lease: leaseOf(job), signal, log, t0: performance.now() };
-    if (await this.endedBeforeStart(run)) return;
+    if (await this.endedBeforeStart(run)) {
+      // An earlier attempt on this node may have stored its content.
+      if (job.contentHash) await this.releaseContent(job.contentHash);
+      return;
+    }
     const got = await this.fetchStage(run);
-    await this.storeStage(run, got);
+    this.jobContent.set(job.id, got.contentHash);
+    try {
+      await this.storeStage(run, got);
+    } finally {
+      // The job's row records the hash now (or the job is ending): the database speaks for it.
+      got.pin.release();
+    }
     const made = await this.packageStage(run, got);
     // Seeded but not `ready` in the database yet: reconcile must not drop it meanwhile.
     this.finishing.add(made.infohash);
@@ -273,6 +295,18 @@ export class SeederNode {
     } finally {
       this.finishing.delete(made.infohash);
     }
+    this.jobContent.delete(job.id);
+  }
+
+  /**
+   * A job's run ended without becoming ready (`end` records how): the content its fetch stored,
+   * or an earlier attempt's, goes unless another live job needs it.
+   */
+  private async afterJob(job: FetchJob, end: () => Promise<void>): Promise<void> {
+    const hash = this.jobContent.get(job.id) ?? job.contentHash;
+    this.jobContent.delete(job.id);
+    await end();
+    if (hash) await this.releaseContent(hash);
   }
 
   /** A job cancelled before it started, or claimed again once too often, ends here. */
@@ -458,27 +492,29 @@ export class SeederNode {
       }
       for (const w of wanted) {
         if (!this.running) break;
-        if (!w.infohash || !w.contentHash || this.seeded.has(w.infohash)) continue;
-        const size = await store.size(w.contentHash);
-        if (size === null || size !== w.contentSize) {
-          log.error("content missing from the store; cannot seed", {
-            job_id: w.id,
-            content_hash: w.contentHash,
+        const { infohash, contentHash } = w;
+        if (!infohash || !contentHash || this.seeded.has(infohash)) continue;
+        // Under the hash's lock: a removal cannot unlink the blob between this check and the
+        // torrent being seeded (after which the removal sees it seeded); see blob-release.ts.
+        await store.withLock(contentHash, async () => {
+          const size = await store.size(contentHash);
+          if (size === null || size !== w.contentSize) {
+            // Removed because the job was cancelled after `wanted` was read: nothing is wrong.
+            if (size === null && !(await contentNeeded(db, this.name, contentHash))) return;
+            log.error("content missing from the store; cannot seed", {
+              job_id: w.id,
+              content_hash: contentHash,
+            });
+            return;
+          }
+          const torrent = await torrentBytes(db, w.id);
+          if (!torrent) return;
+          await swarm.seed({
+            infohash,
+            torrent: this.deps.access.forOwnSeeder(torrent),
+            path: store.pathFor(contentHash),
           });
-          continue;
-        }
-        const torrent = await torrentBytes(db, w.id);
-        if (!torrent) continue;
-        await swarm.seed({
-          infohash: w.infohash,
-          torrent: this.deps.access.forOwnSeeder(torrent),
-          path: store.pathFor(w.contentHash),
-        });
-        this.markSeeded({
-          infohash: w.infohash,
-          contentHash: w.contentHash,
-          size,
-          name: w.torrentName ?? w.contentHash,
+          this.markSeeded({ infohash, contentHash, size, name: w.torrentName ?? contentHash });
         });
       }
     };
@@ -504,6 +540,22 @@ export class SeederNode {
     }
     await this.deps.swarm.unseed(infohash);
     this.deps.log.info("stopped seeding", { infohash, unseeded: true });
+    if (gone) await this.releaseContent(gone.contentHash);
+  }
+
+  private blobDeps(): BlobReleaseDeps {
+    const { store, db, log, metrics } = this.deps;
+    return { store, db, nodeName: this.name, log, metrics, inUse: (hash) => this.seededContent.has(hash) };
+  }
+
+  /** Delete the content's blob if nothing needs it any more (see blob-release.ts). */
+  private async releaseContent(contentHash: string): Promise<void> {
+    try {
+      await releaseBlob(this.blobDeps(), contentHash);
+    } catch (e) {
+      // Kept: the next start's sweep tries again.
+      this.deps.log.warn("blob removal failed", { content_hash: contentHash, err: String(e) });
+    }
   }
 }
 

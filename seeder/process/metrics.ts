@@ -47,6 +47,11 @@ export class Metrics {
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers: [this.registry],
   });
+  readonly blobsRemoved = new Counter({
+    name: "proxytorrent_blobs_removed_total",
+    help: "Blobs this node deleted from its content store because no live request needed them any more",
+    registers: [this.registry],
+  });
   readonly uploadBytes: Counter<"via">;
   readonly webhookDeliveries = new Counter({
     name: "proxytorrent_webhook_deliveries_total",

@@ -2,9 +2,10 @@
  * API keys in the database: create (returns the key once), list, revoke, and the lookups the auth
  * middleware makes. Only SHA-256 of a key is stored; see key-format.ts for the key's shape.
  */
-import { and, desc, eq, isNull, lt, or, sql } from "drizzle-orm";
+import { and, count, desc, eq, isNull, lt, or, sql } from "drizzle-orm";
 import type { Database } from "../db";
-import { type ApiKeyRow, apiKeys } from "../db/schema";
+import { type ApiKeyRow, apiKeys, fetchRequests } from "../db/schema";
+import { cancelStatements } from "../requests/service";
 import {
   type Bytes,
   fromBase64,
@@ -82,20 +83,37 @@ export async function listApiKeys(
   return rows.map(info);
 }
 
-/** Revoke by id (or by the whole key). "missing" if no such key; revoking twice is harmless. */
+/**
+ * Revoke by id (or by the whole key). "missing" if no such key; revoking twice is harmless. In the
+ * same transaction every live request the key created is cancelled exactly as DELETE cancels one
+ * (`request.cancelled` webhooks, its job cancelled when no other live request needs it): a leaked
+ * key's torrents stop with it. A request an API process accepts with the key afterwards (it trusts a
+ * verified key for SECURITY__API_KEY_CACHE_SECONDS) is cancelled as it is created (createRequest).
+ */
 export async function revokeApiKey(
   db: Database,
   idOrKey: string,
   now: number,
-): Promise<"revoked" | "already revoked" | "missing"> {
+): Promise<{ outcome: "revoked" | "already revoked" | "missing"; cancelledRequests: number }> {
   const id = apiKeyId(idOrKey) ?? idOrKey;
-  const rows = await db
-    .update(apiKeys)
-    .set({ revokedAt: sql`coalesce(${apiKeys.revokedAt}, ${now})` })
-    .where(eq(apiKeys.id, id))
-    .returning({ revokedAt: apiKeys.revokedAt });
-  if (!rows[0]) return "missing";
-  return rows[0].revokedAt === now ? "revoked" : "already revoked";
+  const cancel = cancelStatements(db, now, (r) => eq(r.apiKeyId, id));
+  const [rows, [live]] = await db.batch([
+    db
+      .update(apiKeys)
+      .set({ revokedAt: sql`coalesce(${apiKeys.revokedAt}, ${now})` })
+      .where(eq(apiKeys.id, id))
+      .returning({ revokedAt: apiKeys.revokedAt }),
+    db
+      .select({ n: count() })
+      .from(fetchRequests)
+      .where(and(eq(fetchRequests.apiKeyId, id), isNull(fetchRequests.cancelledAt))),
+    ...cancel.outbox,
+    cancel.requests,
+    cancel.jobs,
+  ]);
+  const cancelledRequests = live?.n ?? 0;
+  if (!rows[0]) return { outcome: "missing", cancelledRequests };
+  return { outcome: rows[0].revokedAt === now ? "revoked" : "already revoked", cancelledRequests };
 }
 
 export async function hasActiveApiKeys(db: Database): Promise<boolean> {

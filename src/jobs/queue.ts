@@ -3,7 +3,7 @@
  * claiming is conditional on its lease token (fencing): a node whose lease expired and whose job was
  * claimed again by another node cannot overwrite that node's work, its writes simply match no row.
  */
-import { and, eq, inArray, isNull, lt, lte, not, or, sql } from "drizzle-orm";
+import { and, eq, inArray, isNotNull, isNull, lt, lte, not, notInArray, or, sql } from "drizzle-orm";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
 import { type FetchJob, fetchJobs } from "../db/schema";
@@ -315,6 +315,36 @@ export async function listSeedable(db: Database, nodeName: string) {
     })
     .from(fetchJobs)
     .where(and(eq(fetchJobs.seedNode, nodeName), eq(fetchJobs.status, "ready"), eq(fetchJobs.seeding, true)));
+}
+
+/**
+ * A job that still needs its content on `nodeName`: not ended in error or cancelled, and fetched
+ * (node_name) or seeded (seed_node) by that node. Each node has its own store, so another node's
+ * job never keeps this node's blob.
+ */
+const needsContentOn = (nodeName: string) =>
+  and(
+    notInArray(fetchJobs.status, ["error", "cancelled"]),
+    or(eq(fetchJobs.seedNode, nodeName), eq(fetchJobs.nodeName, nodeName)),
+  );
+
+/** Whether a live job of this node records `contentHash` (then its blob must stay). */
+export async function contentNeeded(db: Database, nodeName: string, contentHash: string): Promise<boolean> {
+  const rows = await db
+    .select({ one: sql`1` })
+    .from(fetchJobs)
+    .where(and(eq(fetchJobs.contentHash, contentHash), needsContentOn(nodeName)))
+    .limit(1);
+  return rows.length > 0;
+}
+
+/** Every content hash a live job of this node records (the start-up sweep keeps these blobs). */
+export async function contentNeededOn(db: Database, nodeName: string): Promise<Set<string>> {
+  const rows = await db
+    .selectDistinct({ hash: fetchJobs.contentHash })
+    .from(fetchJobs)
+    .where(and(isNotNull(fetchJobs.contentHash), needsContentOn(nodeName)));
+  return new Set(rows.map((r) => r.hash!));
 }
 
 /**

@@ -2,12 +2,19 @@
  * What the API does with a caller's request: create (sharing a fetch with identical requests in
  * flight, or answering from a ready result younger than `ttl`), read, and cancel.
  */
-import { and, desc, eq, gte, inArray, isNull, notExists, notInArray, sql } from "drizzle-orm";
+import { and, desc, eq, gte, inArray, isNull, notExists, notInArray, type SQL, sql } from "drizzle-orm";
 import { sha256Hex } from "../auth/crypto";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
-import { type FetchJob, fetchJobs, fetchRequests, type JobEgress, type JobStatus } from "../db/schema";
-import { batchLast, insertSelect, sqlText } from "../db/sql";
+import {
+  apiKeys,
+  type FetchJob,
+  fetchJobs,
+  fetchRequests,
+  type JobEgress,
+  type JobStatus,
+} from "../db/schema";
+import { insertSelect, sqlText } from "../db/sql";
 import { newPasskey } from "../torrents/passkey";
 import { callbackInsert, outboxInserts } from "../webhooks/outbox";
 
@@ -193,6 +200,12 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
         passkey: passkey.passkey,
         passkeyHash: passkey.hash,
         apiKeyId: input.apiKeyId ?? null,
+        // An API process trusts a verified key for SECURITY__API_KEY_CACHE_SECONDS: a request made
+        // with a key revoked meanwhile is created cancelled, as the revoke would have left it.
+        cancelledAt: input.apiKeyId
+          ? sql`CASE WHEN EXISTS (SELECT 1 FROM ${apiKeys} WHERE ${apiKeys.id} = ${input.apiKeyId}
+              AND ${apiKeys.revokedAt} IS NOT NULL) THEN ${now} END`
+          : null,
       },
       sql`WHERE EXISTS (SELECT 1 FROM ${fetchJobs}
         WHERE ${fetchJobs.id} = ${job.id} AND ${fetchJobs.status} NOT IN ('error', 'cancelled'))`,
@@ -200,10 +213,19 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
     const [linked] = await db.batch([
       link,
       ...(input.callbackUrl ? [callbackInsert(db, requestId, input.callbackUrl, now)] : []),
-      ...outboxInserts(db, "request.ready", now, (r, j) => and(eq(r.id, requestId), eq(j.status, "ready"))),
+      ...outboxInserts(db, "request.ready", now, (r, j) =>
+        and(eq(r.id, requestId), eq(j.status, "ready"), isNull(r.cancelledAt)),
+      ),
     ]);
     if (linked.rowsAffected !== 1) continue;
-    const view = await getRequest(db, requestId);
+    let view = await getRequest(db, requestId);
+    if (view?.status === "cancelled" && input.apiKeyId) {
+      // Created cancelled (its key was revoked): the rest of what a cancel writes. A crash before
+      // this leaves a job no live request needs, as a crash between DELETE's two writes used to.
+      const { jobs } = cancelStatements(db, now, (r) => eq(r.id, requestId));
+      await db.batch([...outboxInserts(db, "request.cancelled", now, (r) => eq(r.id, requestId)), jobs]);
+      view = await getRequest(db, requestId);
+    }
     if (!view) throw new Error("request vanished after insert");
     return { ...view, source };
   }
@@ -290,40 +312,54 @@ export { torrentBytes as getTorrent } from "../jobs/queue";
  * one through `cancel_requested`, which its worker sees at its next heartbeat and aborts the fetch.
  */
 export async function cancelRequest(db: Database, clock: Clock, id: string): Promise<boolean> {
-  const now = clock.now();
-  // `request.cancelled` only when this call is what cancels it, in the same transaction.
-  const rows = await batchLast(
-    db,
-    [...outboxInserts(db, "request.cancelled", now, (r) => and(eq(r.id, id), isNull(r.cancelledAt)))],
-    db
+  const c = cancelStatements(db, clock.now(), (r) => eq(r.id, id));
+  const results = await db.batch([...c.outbox, c.requests, c.jobs]);
+  return (results[c.outbox.length] as { jobId: string }[]).length > 0;
+}
+
+/** The columns `cancelStatements` picks requests by (the table itself, or the outbox's alias of it). */
+type RequestColumns = Pick<typeof fetchRequests, "id" | "apiKeyId" | "cancelledAt">;
+
+/**
+ * What cancelling the requests `which` picks writes, for the caller to run in one batch (one
+ * transaction), in this order: `outbox` (`request.cancelled` for each request this cancels),
+ * `requests` (marks them cancelled; returns each picked request's job), then `jobs`: every job of
+ * theirs left without a live request is cancelled as cancelRequest describes. DELETE picks one
+ * request by id; revoking an API key picks every request that key made (src/auth/keys.ts).
+ */
+export function cancelStatements(db: Database, now: number, which: (r: RequestColumns) => SQL) {
+  const picked = which(fetchRequests);
+  return {
+    // `request.cancelled` only for requests this batch is what cancels.
+    outbox: outboxInserts(db, "request.cancelled", now, (r) =>
+      and(which(r as unknown as RequestColumns), isNull(r.cancelledAt)),
+    ),
+    requests: db
       .update(fetchRequests)
       .set({ cancelledAt: sql`coalesce(${fetchRequests.cancelledAt}, ${now})` })
-      .where(eq(fetchRequests.id, id))
+      .where(picked)
       .returning({ jobId: fetchRequests.jobId }),
-  );
-  const jobId = rows[0]?.jobId;
-  if (!jobId) return false;
-  // NOT EXISTS is evaluated inside this one statement, so a request that joined the job a moment
-  // ago keeps it alive.
-  await db
-    .update(fetchJobs)
-    .set({
-      cancelRequested: true,
-      seeding: false,
-      status: sql`CASE WHEN ${fetchJobs.status} IN ('queued', 'ready') THEN 'cancelled' ELSE ${fetchJobs.status} END`,
-      updatedAt: now,
-    })
-    .where(
-      and(
-        eq(fetchJobs.id, jobId),
-        notInArray(fetchJobs.status, ["error", "cancelled"]),
-        notExists(
-          db
-            .select({ one: sql`1` })
-            .from(fetchRequests)
-            .where(and(eq(fetchRequests.jobId, jobId), isNull(fetchRequests.cancelledAt))),
+    // NOT EXISTS is evaluated inside this one statement, so a request that joined the job a moment
+    // ago keeps it alive.
+    jobs: db
+      .update(fetchJobs)
+      .set({
+        cancelRequested: true,
+        seeding: false,
+        status: sql`CASE WHEN ${fetchJobs.status} IN ('queued', 'ready') THEN 'cancelled' ELSE ${fetchJobs.status} END`,
+        updatedAt: now,
+      })
+      .where(
+        and(
+          inArray(fetchJobs.id, db.select({ jobId: fetchRequests.jobId }).from(fetchRequests).where(picked)),
+          notInArray(fetchJobs.status, ["error", "cancelled"]),
+          notExists(
+            db
+              .select({ one: sql`1` })
+              .from(fetchRequests)
+              .where(and(eq(fetchRequests.jobId, fetchJobs.id), isNull(fetchRequests.cancelledAt))),
+          ),
         ),
       ),
-    );
-  return true;
+  };
 }

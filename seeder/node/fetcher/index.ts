@@ -71,6 +71,8 @@ export interface FetchResult {
   path: string;
   /** Torrent piece hashes computed while streaming, when the size was announced up front. */
   pieces?: StoredBlob["pieces"];
+  /** Holds the blob in the store until the caller's job records `contentHash` (release it then). */
+  pin: StoredBlob["pin"];
 }
 
 export interface Fetcher {
@@ -271,6 +273,7 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
         finalUrl: hop.target.url.href,
         status: rep.status,
         path: blob.path,
+        pin: blob.pin,
         ...(blob.pieces ? { pieces: blob.pieces } : {}),
       };
     } catch (e) {
