@@ -101,6 +101,8 @@ export const fetchJobs = sqliteTable(
     index("fetch_jobs_lease").on(t.status, t.leaseExpiresAt),
     index("fetch_jobs_seed_node").on(t.seedNode, t.seeding),
     index("fetch_jobs_infohash").on(t.infohash),
+    // "Does a live job still need this blob?" (seeder/node/blob-release.ts) on every removal.
+    index("fetch_jobs_content_hash").on(t.contentHash),
   ],
 );
 

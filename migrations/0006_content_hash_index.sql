@@ -1,0 +1,1 @@
+CREATE INDEX `fetch_jobs_content_hash` ON `fetch_jobs` (`content_hash`);
