@@ -124,6 +124,30 @@ describe("given TORRENT__ACCESS=passkey (the default) and an owner who downloade
     await svc?.stop();
   });
 
+  /**
+   * libtorrent bound to `bind`, given a magnet with only the infohash, dials the port and must
+   * still be waiting for metadata when it is killed. Proving absence needs a bounded wait: it
+   * re-dials every 2 s while it has no peer, so 8 s is several attempts, each answered with nothing.
+   */
+  async function noMetadata(ih: string, bind: string, opts: { encryption?: "rc4" } = {}): Promise<Error> {
+    const err = await libtorrentDownload({
+      magnet: `magnet:?xt=urn:btih:${ih}`,
+      bind,
+      dir: await tmpDir("pt-gate-attacker-"),
+      connect: { host: "127.0.0.1", port: svc.torrentPort },
+      timeoutMs: 8_000,
+      ...opts,
+    }).then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(err).not.toBeNull(); // null: libtorrent got the file
+    expect(err!.message).toContain("no complete download within");
+    expect(err!.message).toContain("downloading_metadata");
+    expect(err!.message).not.toContain("metadata_received");
+    return err!;
+  }
+
   test("when 127.0.0.2 sends a handshake with only the infohash, then the node sends back not one byte", async () => {
     expect(await bytesBack("127.0.0.2", svc.torrentPort, infohash)).toBe(0);
     // The same probe from the owner's address is answered (68-byte handshake and more), so the
@@ -143,25 +167,24 @@ describe("given TORRENT__ACCESS=passkey (the default) and an owner who downloade
   );
 
   test(
+    "when libtorrent at the owner's address asks over MSE for a torrent it has no passkey for, then it gets no metadata",
+    async () => {
+      const otherId = await svc.create({ url: origin.url("/other.bin") });
+      const st = await svc.waitFor(otherId);
+      expect(st.status).toBe("ready");
+      // Encrypted: the address passes the connection check (it holds the owner's entitlement), so
+      // the refusal comes once the MSE handshake names the torrent. Absence needs a bounded wait,
+      // as below.
+      const err = await noMetadata(st.infohash, "127.0.0.1", { encryption: "rc4" });
+      expect(err.message).toContain("enc settings: out=0 in=0");
+    },
+    TEST_LIMIT,
+  );
+
+  test(
     "when libtorrent at 127.0.0.2 dials the port with a magnet of only the infohash, then it gets no metadata",
     async () => {
-      // Proving absence needs a bounded wait: libtorrent re-dials every 2 s while it has no peer,
-      // so 8 s is several attempts, each answered with nothing.
-      const attempt = libtorrentDownload({
-        magnet: `magnet:?xt=urn:btih:${infohash}`,
-        bind: "127.0.0.2",
-        dir: await tmpDir("pt-gate-attacker-"),
-        connect: { host: "127.0.0.1", port: svc.torrentPort },
-        timeoutMs: 8_000,
-      });
-      const err = (await attempt.then(
-        () => null,
-        (e: Error) => e,
-      )) as Error | null;
-      expect(err).not.toBeNull(); // null: libtorrent got the file
-      expect(err?.message).toContain("no complete download within");
-      expect(err?.message).toContain("downloading_metadata");
-      expect(err?.message).not.toContain("metadata_received");
+      await noMetadata(infohash, "127.0.0.2");
     },
     TEST_LIMIT,
   );
