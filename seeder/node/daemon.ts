@@ -23,6 +23,7 @@ import {
 } from "../../src/jobs/queue";
 import type { Logger } from "../../src/log";
 import { nodeHeartbeat, nodeStopped } from "../../src/nodes/registry";
+import { liveGrantHashes } from "../../src/torrents/access";
 import { announceUrl, magnetFor, nodePath, webSeedUrl } from "../../src/torrents/links";
 import type { Metrics } from "../process/metrics";
 import type { NodeAccess } from "./access";
@@ -30,6 +31,7 @@ import { type BlobReleaseDeps, releaseBlob, sweepBlobs } from "./blob-release";
 import type { ContentStore } from "./cas";
 import { FetchError, type Fetcher, type FetchResult } from "./fetcher";
 import { LeasedWorkLoop, LeaseLost, type StopReason } from "./leased-work";
+import type { PeerEntitlements } from "./peer-entitlements";
 import { ownRegistrations, recordRegistration } from "./storage";
 import type { Swarm } from "./swarm/swarm";
 import { createTorrentFile, torrentFromPieces, torrentNameFromUrl } from "./swarm/torrent";
@@ -46,6 +48,8 @@ export interface NodeDeps {
   swarm: Swarm;
   tracker: Tracker;
   access: NodeAccess;
+  /** Who may use the BitTorrent port (TORRENT__ACCESS=passkey); re-checked on every reconcile. */
+  peers?: PeerEntitlements;
   metrics?: Metrics;
 }
 
@@ -517,11 +521,28 @@ export class SeederNode {
           this.markSeeded({ infohash, contentHash, size, name: w.torrentName ?? contentHash });
         });
       }
+      await this.revokePeers();
     };
     this.reconciling = run().finally(() => {
       this.reconciling = null;
     });
     return this.reconciling;
+  }
+
+  /**
+   * Revocation reaches the BitTorrent port: forget entitlements whose passkey died (DELETE, key
+   * revoked, TTL) or whose window passed, and close the connections they covered.
+   */
+  private async revokePeers(): Promise<void> {
+    const { peers, db, clock, config, swarm, log } = this.deps;
+    if (!peers) return;
+    const forgotten = await peers.revalidate((hashes) =>
+      liveGrantHashes(db, hashes, clock.now(), config.torrent.passkeyTtlSeconds),
+    );
+    const closed = swarm.dropUnentitled();
+    // Counts only: which passkey or peer is nobody's business in a log.
+    if (forgotten > 0 || closed > 0)
+      log.info("peer entitlements ended", { entitlements: forgotten, connections_closed: closed });
   }
 
   private markSeeded(entry: Seeded): void {

@@ -17,6 +17,7 @@ import { statementCachePatch } from "./libsql-statement-cache";
 import { agentAddRequestPatch } from "./node-http-agent";
 import { describeVersions, type LibraryPatch, LibraryPatchError } from "./patch";
 import { fastPipesPatch } from "./webtorrent-fast-pipes";
+import { peerGatePatch } from "./webtorrent-peer-gate";
 
 export { type LibraryPatch, LibraryPatchError } from "./patch";
 
@@ -26,6 +27,7 @@ export const LIBRARY_PATCHES: readonly LibraryPatch[] = [
   trackerSwarmPatch,
   statementCachePatch,
   agentAddRequestPatch,
+  peerGatePatch,
 ];
 
 export interface PatchStatus {
@@ -60,6 +62,7 @@ export function patchesFor(config: Config, role: "embedded" | "api" | "seeder"):
   if (node) out.push(mseFastDhPatch, trackerSwarmPatch);
   if (config.database.url.startsWith("file:")) out.push(statementCachePatch);
   if (node) out.push(agentAddRequestPatch);
+  if (node && config.torrent.access === "passkey") out.push(peerGatePatch);
   return out;
 }
 

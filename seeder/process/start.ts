@@ -16,6 +16,7 @@ import { NodeAccess } from "../node/access";
 import { ContentStore } from "../node/cas";
 import { SeederNode } from "../node/daemon";
 import { createFetcher } from "../node/fetcher";
+import { PEER_ENTITLEMENTS_MAX, PeerEntitlements } from "../node/peer-entitlements";
 import {
   lockStorageFolder,
   type StorageLock,
@@ -24,7 +25,7 @@ import {
 } from "../node/storage";
 import { Swarm } from "../node/swarm/swarm";
 import { choosePieceLength } from "../node/swarm/torrent";
-import { createTracker } from "../node/swarm/tracker";
+import { ANNOUNCE_INTERVAL_SECONDS, createTracker } from "../node/swarm/tracker";
 import { startWebhookDelivery } from "../node/webhooks";
 import { patchesFor, verifyLibraryPatches } from "../patches";
 import { loopbackPublicUrlWarning } from "./bind-warnings";
@@ -127,8 +128,25 @@ function buildNode(
     choosePieceLength(size, config.torrent.pieceSize),
   );
   let node: SeederNode | null = null;
-  const swarm = new Swarm(config);
-  const access = new NodeAccess({ db, clock, nodeName: config.node.name, config });
+  // TORRENT__ACCESS=passkey: the BitTorrent port answers an address for a torrent only within
+  // two re-announce intervals of its last announce with a live passkey (one missed re-announce
+  // is forgiven), at most PEER_ENTITLEMENTS_MAX (address, torrent) pairs remembered.
+  const peers =
+    config.torrent.access === "passkey"
+      ? new PeerEntitlements({
+          windowMs: 2 * ANNOUNCE_INTERVAL_SECONDS * 1000,
+          maxEntries: PEER_ENTITLEMENTS_MAX,
+          now: () => clock.now(),
+        })
+      : undefined;
+  const swarm = new Swarm(config, { peerGate: peers });
+  const access = new NodeAccess({
+    db,
+    clock,
+    nodeName: config.node.name,
+    config,
+    onGrant: peers && ((address, grant) => peers.grant(address, grant.infohash, grant.passkeyHash)),
+  });
   const tracker = createTracker({
     isAllowed: (infohash) => node?.isSeeding(infohash) ?? false,
     authorize: (q) => access.tracker(q),
@@ -153,6 +171,7 @@ function buildNode(
     swarm,
     tracker,
     access,
+    peers,
     metrics: metrics ?? undefined,
   });
   if (metrics) {

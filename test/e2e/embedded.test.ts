@@ -234,6 +234,7 @@ describe("the running service", () => {
       "bittorrent-tracker-swarm",
       "libsql-statement-cache",
       "node-http-agent-add-request",
+      "webtorrent-peer-gate",
     ]);
     expect(lines[0]!.failed).toBeUndefined();
     expect(lines[0]!.drift).toBeUndefined();

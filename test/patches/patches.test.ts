@@ -5,13 +5,15 @@
  * refuses to start without a patch it relies on, and the fast-pipes patch really is the path a
  * running Swarm takes. The other patches' behaviour is proved where they are used:
  * test/db/statement-cache.test.ts (statements prepared once), test/swarm/mse-fast-dh.test.ts
- * (handshakes on our DH), test/swarm/tracker.test.ts (no self-echo) and
- * test/fetcher/keepalive.test.ts (which idle connection a request may take).
+ * (handshakes on our DH), test/swarm/tracker.test.ts (no self-echo),
+ * test/fetcher/keepalive.test.ts (which idle connection a request may take) and
+ * test/swarm/peer-gate.test.ts (unentitled peers get no byte back).
  */
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import http from "node:http";
 import * as sqlite3 from "@libsql/client/sqlite3";
 import Server from "bittorrent-tracker/server";
+import ConnPool from "webtorrent/lib/conn-pool.js";
 import Peer from "webtorrent/lib/peer.js";
 import { KeepAlivePool } from "../../seeder/node/fetcher/keepalive";
 import { Swarm } from "../../seeder/node/swarm/swarm";
@@ -27,6 +29,7 @@ import { trackerSwarmPatch } from "../../seeder/patches/bittorrent-tracker-swarm
 import { statementCachePatch } from "../../seeder/patches/libsql-statement-cache";
 import { agentAddRequestPatch } from "../../seeder/patches/node-http-agent";
 import { fastPipesPatch } from "../../seeder/patches/webtorrent-fast-pipes";
+import { peerGatePatch } from "../../seeder/patches/webtorrent-peer-gate";
 import { startEmbedded } from "../../seeder/process/start";
 import { loadConfig } from "../../src/config";
 import { createLogger } from "../../src/log";
@@ -68,6 +71,7 @@ describe("given the packages this checkout installs", () => {
       "bittorrent-tracker-swarm",
       "libsql-statement-cache",
       "node-http-agent-add-request",
+      "webtorrent-peer-gate",
     ]);
   });
 
@@ -90,6 +94,7 @@ describe("given the packages this checkout installs", () => {
       "webtorrent-fast-pipes",
     );
     expect(names({ DATABASE__DATABASE_URL: "libsql://db.example.test" }, "api")).toEqual([]);
+    expect(names({ ...file, TORRENT__ACCESS: "open" }, "seeder")).not.toContain("webtorrent-peer-gate");
   });
 });
 
@@ -152,6 +157,16 @@ const drifts = [
         original.apply(this, a);
       });
     },
+  },
+  {
+    patch: peerGatePatch,
+    version: "webtorrent 3.0.21",
+    problem: /_addIncomingPeer/,
+    // Same name, but replying to the handshake without handing the peer to the torrent first.
+    breakIt: () =>
+      drift(ConnPool.prototype, "_onConnection", function _onConnection(conn: unknown, _type: string) {
+        return { conn, onHandshake: "peer.onHandshake(infoHash, peerId)" };
+      }),
   },
 ];
 

@@ -152,7 +152,8 @@ export async function aria2Download(opts: Aria2Options): Promise<string> {
 
 /**
  * The libtorrent leecher, run by /usr/bin/python3 (the python3 first on PATH may lack the module).
- * argv[1] is a JSON object: torrent, dir, optional host/port to dial directly, optional
+ * argv[1] is a JSON object: torrent, dir, optional bind (loopback address to listen on and connect
+ * from, default 127.0.0.1), optional host/port to dial directly, optional
  * encryption ("rc4" | "both": MSE/PE forced in and out, RC4 only or libtorrent's pe_both).
  * Prints "DONE <path>" once every piece is downloaded and checked (preceded, when encryption was
  * forced, by "ENC <kinds>": the encryption of the peer connections it used), progress on stderr.
@@ -162,9 +163,10 @@ import json, os, sys, time
 import libtorrent as lt
 
 args = json.loads(sys.argv[1])
+bind = args.get("bind", "127.0.0.1")
 settings = {
-    "listen_interfaces": "127.0.0.1:0",
-    "outgoing_interfaces": "127.0.0.1",
+    "listen_interfaces": bind + ":0",
+    "outgoing_interfaces": bind,
     "enable_dht": False,
     "enable_lsd": False,
     "enable_upnp": False,
@@ -257,6 +259,8 @@ export interface LibtorrentOptions {
   dir: string;
   /** Dial this peer directly (besides whatever trackers the torrent names). */
   connect?: { host: string; port: number };
+  /** Listen on and connect (trackers included) from this loopback address; default 127.0.0.1. */
+  bind?: string;
   /** Require MSE/PE encryption both ways: RC4 only, or libtorrent's pe_both. */
   encryption?: "rc4" | "both";
   timeoutMs: number;
@@ -275,6 +279,7 @@ export async function libtorrentDownloadDetailed(opts: LibtorrentOptions): Promi
   const spec = JSON.stringify({
     ...(opts.magnet ? { magnet: opts.magnet } : { torrent: opts.torrentPath }),
     dir: opts.dir,
+    ...(opts.bind ? { bind: opts.bind } : {}),
     ...(opts.connect ? { host: opts.connect.host, port: opts.connect.port } : {}),
     ...(opts.encryption ? { encryption: opts.encryption } : {}),
   });

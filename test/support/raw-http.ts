@@ -20,9 +20,11 @@ export function raw(
   port: number,
   head: string,
   body?: { bytes: number; chunked: boolean },
+  /** Connect from this loopback address (default: the system's choice, 127.0.0.1). */
+  localAddress?: string,
 ): Promise<RawAnswer> {
   return new Promise((resolve) => {
-    const sock = connect(port, "127.0.0.1");
+    const sock = connect({ port, host: "127.0.0.1", ...(localAddress ? { localAddress } : {}) });
     const chunks: Buffer[] = [];
     let answered = false;
     let sent = 0;

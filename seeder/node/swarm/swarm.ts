@@ -13,6 +13,7 @@ import { stat } from "node:fs/promises";
 import WebTorrent, { type Torrent } from "webtorrent";
 import { installFastMseDh } from "../../patches/bittorrent-protocol-mse-dh";
 import { installFastPipes } from "../../patches/webtorrent-fast-pipes";
+import { gateTorrent, installPeerGate, type PeerGatePolicy } from "../../patches/webtorrent-peer-gate";
 import { decodeTorrent } from "./bencode";
 import { CasBlobStore } from "./store";
 
@@ -39,6 +40,11 @@ export interface SwarmExtras {
   fastPipes?: boolean;
   /** Where non-fatal client/torrent problems go (default: dropped). */
   onWarning?: (message: string) => void;
+  /**
+   * Answer an incoming peer only if this says its address may have the torrent it asks for
+   * (TORRENT__ACCESS=passkey; seeder/patches/webtorrent-peer-gate.ts). Absent: everyone is answered.
+   */
+  peerGate?: PeerGatePolicy;
 }
 
 export interface SeedInput {
@@ -120,6 +126,7 @@ export class Swarm {
       // Both throw LibraryPatchError when they cannot apply; the client is destroyed below then.
       if (uploadRateLimit <= 0 && this.extras.fastPipes !== false) installFastPipes(client);
       installFastMseDh(); // BigInt DH for MSE handshakes: ~0.2 ms instead of ~50 ms each under Bun
+      if (this.extras.peerGate) installPeerGate(client, this.extras.peerGate);
       await new Promise<void>((resolve, reject) => {
         const onListening = () => {
           client.removeListener("error", onError);
@@ -193,6 +200,8 @@ export class Swarm {
       // Unchoke every interested peer (default: 10): serving callers is this node's whole job.
       uploads: maxConns,
     });
+    // Before any incoming handshake can reach it: the pool looks the torrent up asynchronously.
+    if (this.extras.peerGate) gateTorrent(torrent, this.extras.peerGate);
     torrent.on("warning", (err: Error) => this.warn(`torrent ${infohash}: ${err.message}`));
     // webtorrent's maxConns only limits connections it opens; cap incoming ones here.
     torrent.on("wire", (wire) => {
@@ -288,6 +297,25 @@ export class Swarm {
     });
     this.unseeding.set(key, done);
     return done;
+  }
+
+  /**
+   * Close every peer connection (incoming or outgoing) whose address the peer gate no longer
+   * allows for its torrent, e.g. after its passkey was revoked. Returns how many were closed.
+   */
+  dropUnentitled(): number {
+    const gate = this.extras.peerGate;
+    if (!gate) return 0;
+    let closed = 0;
+    for (const [infohash, torrent] of this.ready) {
+      for (const wire of [...torrent.wires]) {
+        if (wire.type === "webSeed") continue;
+        if (wire.remoteAddress && gate.allows(wire.remoteAddress, infohash)) continue;
+        wire.destroy();
+        closed++;
+      }
+    }
+    return closed;
   }
 
   /** True once seed() for this infohash has succeeded, until unseed() or stop(). */

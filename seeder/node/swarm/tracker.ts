@@ -43,7 +43,7 @@ export interface TrackerOptions {
     /** The announcer's address, as bittorrent-tracker records it. */
     remoteAddress: string;
   }) => Promise<string | null>;
-  /** Re-announce interval we ask clients for, in seconds (default 300). */
+  /** Re-announce interval we ask clients for, in seconds (default ANNOUNCE_INTERVAL_SECONDS). */
   intervalSeconds?: number;
   /**
    * This node's own seeder, listed in every reply at `ip`:`port` (its real listening port). The
@@ -219,9 +219,12 @@ function isLocalAddress(address: string): boolean {
   return Object.values(networkInterfaces()).some((list) => list?.some((i) => i.address === a));
 }
 
+/** How often clients are asked to re-announce, unless `intervalSeconds` says otherwise. */
+export const ANNOUNCE_INTERVAL_SECONDS = 300;
+
 export function createTracker(opts: TrackerOptions): Tracker {
   requireTrackerSwarmPatch();
-  const intervalMs = (opts.intervalSeconds ?? 300) * 1000;
+  const intervalMs = (opts.intervalSeconds ?? ANNOUNCE_INTERVAL_SECONDS) * 1000;
   const server = new Server({
     http: false,
     udp: false,

@@ -180,3 +180,15 @@ declare module "webtorrent/lib/peer.js" {
   const Peer: { prototype: Record<string, unknown> };
   export default Peer;
 }
+
+declare module "webtorrent/lib/conn-pool.js" {
+  /** webtorrent's connection pool; only looked at by seeder/patches/webtorrent-peer-gate.ts. */
+  const ConnPool: { prototype: Record<string, unknown> };
+  export default ConnPool;
+}
+
+declare module "webtorrent/lib/torrent.js" {
+  /** webtorrent's Torrent class; only looked at by seeder/patches/webtorrent-peer-gate.ts. */
+  const Torrent: { prototype: Record<string, unknown> };
+  export default Torrent;
+}
