@@ -26,6 +26,7 @@ export const LANES: Record<string, string[]> = {
     "test/layout.test.ts",
     "test/api/limits.test.ts",
     "test/api/log.test.ts",
+    "test/api/quotas.test.ts",
     "test/api/requests.test.ts",
     "test/api/url-checks.test.ts",
     "test/auth/config.test.ts",

@@ -10,6 +10,7 @@ import { type FetchJob, fetchJobs, fetchRequests, type JobEgress, type JobStatus
 import { batchLast, insertSelect, sqlText } from "../db/sql";
 import { newPasskey } from "../torrents/passkey";
 import { callbackInsert, outboxInserts } from "../webhooks/outbox";
+import { activeCountSql, activeRequests, QuotaExceeded } from "./quotas";
 
 export interface NewRequest {
   url: string;
@@ -35,6 +36,11 @@ export interface NewRequest {
   egress?: JobEgress | null;
   /** The API key the caller used, if any: revoking that key cancels this request. */
   apiKeyId?: string | null;
+  /**
+   * The tenant's active-request quota (null/absent = unlimited): checked in the INSERT that records
+   * the request, so concurrent POSTs cannot all pass a check made before it (QuotaExceeded).
+   */
+  maxActive?: number | null;
 }
 
 /**
@@ -195,14 +201,27 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
         apiKeyId: input.apiKeyId ?? null,
       },
       sql`WHERE EXISTS (SELECT 1 FROM ${fetchJobs}
-        WHERE ${fetchJobs.id} = ${job.id} AND ${fetchJobs.status} NOT IN ('error', 'cancelled'))`,
+        WHERE ${fetchJobs.id} = ${job.id} AND ${fetchJobs.status} NOT IN ('error', 'cancelled'))
+        ${input.maxActive ? sql`AND (${activeCountSql(input.userId)}) < ${input.maxActive}` : sql``}`,
     );
     const [linked] = await db.batch([
       link,
       ...(input.callbackUrl ? [callbackInsert(db, requestId, input.callbackUrl, now)] : []),
       ...outboxInserts(db, "request.ready", now, (r, j) => and(eq(r.id, requestId), eq(j.status, "ready"))),
     ]);
-    if (linked.rowsAffected !== 1) continue;
+    if (linked.rowsAffected !== 1) {
+      if (input.maxActive) {
+        // A write is one serialised statement, so this INSERT saw every request linked before it:
+        // at the limit means the quota refused it (other POSTs took the last places meanwhile).
+        const active = await activeRequests(db, input.userId);
+        if (active >= input.maxActive) {
+          // A job made for this request alone must not be fetched for nobody.
+          if (source === "fetch") await cancelUnneededJob(db, job.id, clock.now());
+          throw new QuotaExceeded("active", active, input.maxActive);
+        }
+      }
+      continue;
+    }
     const view = await getRequest(db, requestId);
     if (!view) throw new Error("request vanished after insert");
     return { ...view, source };
@@ -303,6 +322,12 @@ export async function cancelRequest(db: Database, clock: Clock, id: string): Pro
   );
   const jobId = rows[0]?.jobId;
   if (!jobId) return false;
+  await cancelUnneededJob(db, jobId, now);
+  return true;
+}
+
+/** Cancel a job no live request needs (see cancelRequest); a no-op while one does. */
+async function cancelUnneededJob(db: Database, jobId: string, now: number): Promise<void> {
   // NOT EXISTS is evaluated inside this one statement, so a request that joined the job a moment
   // ago keeps it alive.
   await db
@@ -325,5 +350,4 @@ export async function cancelRequest(db: Database, clock: Clock, id: string): Pro
         ),
       ),
     );
-  return true;
 }
