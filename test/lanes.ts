@@ -61,6 +61,7 @@ export const LANES: Record<string, string[]> = {
     "test/auth/cli.test.ts",
     "test/auth/docs-example.test.ts",
     "test/auth/key-encryption.test.ts",
+    "test/auth/quotas-cli.test.ts",
     "test/auth/rate-limit.test.ts",
     "test/cas",
     "test/config/cli.test.ts",
