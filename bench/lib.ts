@@ -325,13 +325,14 @@ export interface ServiceOptions {
 
 export const BUN = join(ROOT, "node_modules", ".bin", "bun");
 
-/** Settings every benchmark run uses: loopback only, no create rate limit, INFO logs. */
+/** Settings every benchmark run uses: loopback only, no create rate limit or quota, INFO logs. */
 export function baseEnv(): Record<string, string> {
   return {
     HOST: "127.0.0.1",
     SECURITY__BEARER_TOKENS: TOKEN,
     EGRESS__ALLOW_PRIVATE_NETWORKS: "true",
     RATE_LIMIT__RATE_LIMIT_ENABLED: "false",
+    QUOTA__MAX_ACTIVE: "0",
     MONITORING__LOG_LEVEL: "INFO",
     MONITORING__METRICS_ENABLED: "true",
   };

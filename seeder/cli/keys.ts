@@ -5,7 +5,14 @@
  */
 import type { Command } from "commander";
 import { apiKeyId } from "../../src/auth/key-format";
-import { createApiKey, listApiKeys, revokeApiKey, sealStoredHashes } from "../../src/auth/keys";
+import {
+  type ApiKeyInfo,
+  createApiKey,
+  listApiKeys,
+  revokeApiKey,
+  sealStoredHashes,
+  setApiKeyQuotas,
+} from "../../src/auth/keys";
 import { DEFAULT_SCOPES, parseScopes, SCOPES, type Scope } from "../../src/auth/scopes";
 import { type Config, ConfigError, loadConfig } from "../../src/config";
 import type { Database } from "../../src/db";
@@ -57,12 +64,44 @@ async function withDatabase<T>(fn: (db: Database, config: Config) => Promise<T>)
   }
 }
 
+/** `--max-bytes` / `--max-active`: a whole number (0 = unlimited) or `default` (the QUOTA__* setting). */
+function quotaOption(flag: string, raw: string | undefined): number | null | undefined {
+  if (raw === undefined) return undefined;
+  const value = raw.trim().toLowerCase();
+  if (value === "default") return null;
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value)))
+    fail(`${flag} must be a whole number (0 = unlimited) or "default", got ${JSON.stringify(raw)}`);
+  return Number(value);
+}
+
+/** A key's quota as `keys list` shows it. */
+const quotaText = (value: number | null, setting: string) =>
+  value === null ? `default (${setting})` : value === 0 ? "unlimited" : String(value);
+
+const quotasJson = (k: ApiKeyInfo) => ({ max_bytes: k.maxBytes, max_active: k.maxActive });
+
+const MAX_BYTES_HELP =
+  "stored-bytes quota of the key's tenant: bytes, 0 = unlimited, default = QUOTA__MAX_BYTES";
+const MAX_ACTIVE_HELP =
+  "active-request quota of the key's tenant: 0 = unlimited, default = QUOTA__MAX_ACTIVE";
+
+interface CreateOptions {
+  name: string;
+  scopes?: string;
+  tenant?: string;
+  maxBytes?: string;
+  maxActive?: string;
+  json?: boolean;
+}
+
 const when = (ms: number | null) => (ms == null ? "-" : new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z"));
 
 export function registerKeysCommand(program: Command): void {
   const keys = program
     .command("keys")
-    .description("create, list and revoke API keys (Authorization: Bearer <key>, or signed requests)");
+    .description(
+      "create, list, set quotas of and revoke API keys (Authorization: Bearer <key>, or signed requests)",
+    );
 
   keys
     .command("create")
@@ -73,8 +112,10 @@ export function registerKeysCommand(program: Command): void {
       `comma-separated, from ${SCOPES.join(", ")} (default ${DEFAULT_SCOPES.join(",")})`,
     )
     .option("--tenant <id>", "act as this tenant (e.g. key:<old id> to keep seeing an old key's requests)")
-    .option("--json", 'print {"id","key","name","scopes","tenant"} only')
-    .action(async (opts: { name: string; scopes?: string; tenant?: string; json?: boolean }) => {
+    .option("--max-bytes <n>", MAX_BYTES_HELP)
+    .option("--max-active <n>", MAX_ACTIVE_HELP)
+    .option("--json", 'print {"id","key","name","scopes","tenant","max_bytes","max_active"} only')
+    .action(async (opts: CreateOptions) => {
       const name = opts.name.trim();
       if (!name) fail("--name must not be empty");
       let scopes: Scope[] = [...DEFAULT_SCOPES];
@@ -86,6 +127,8 @@ export function registerKeysCommand(program: Command): void {
         scopes = parsed.scopes;
       }
       const tenant = opts.tenant?.trim() || undefined;
+      const maxBytes = quotaOption("--max-bytes", opts.maxBytes);
+      const maxActive = quotaOption("--max-active", opts.maxActive);
       const made = await withDatabase((db, config) =>
         createApiKey(db, {
           name,
@@ -93,6 +136,8 @@ export function registerKeysCommand(program: Command): void {
           tenant,
           now: Date.now(),
           secret: config.security.keyEncryptionSecret,
+          maxBytes,
+          maxActive,
         }),
       );
       if (opts.json) {
@@ -103,6 +148,7 @@ export function registerKeysCommand(program: Command): void {
             name: made.name,
             scopes: made.scopes,
             tenant: made.tenant,
+            ...quotasJson(made),
           }),
         );
         return;
@@ -142,6 +188,7 @@ export function registerKeysCommand(program: Command): void {
               created_at: new Date(r.createdAt).toISOString(),
               last_used_at: r.lastUsedAt == null ? null : new Date(r.lastUsedAt).toISOString(),
               revoked_at: r.revokedAt == null ? null : new Date(r.revokedAt).toISOString(),
+              ...quotasJson(r),
             })),
           ),
         );
@@ -154,7 +201,17 @@ export function registerKeysCommand(program: Command): void {
         return;
       }
       const table = [
-        ["ID", "NAME", "SCOPES", "TENANT", "CREATED", "LAST USED", ...(opts.all ? ["REVOKED"] : [])],
+        [
+          "ID",
+          "NAME",
+          "SCOPES",
+          "TENANT",
+          "CREATED",
+          "LAST USED",
+          ...(opts.all ? ["REVOKED"] : []),
+          "MAX BYTES",
+          "MAX ACTIVE",
+        ],
         ...rows.map((r) => [
           r.id,
           r.name,
@@ -163,6 +220,8 @@ export function registerKeysCommand(program: Command): void {
           when(r.createdAt),
           when(r.lastUsedAt),
           ...(opts.all ? [when(r.revokedAt)] : []),
+          quotaText(r.maxBytes, "QUOTA__MAX_BYTES"),
+          quotaText(r.maxActive, "QUOTA__MAX_ACTIVE"),
         ]),
       ];
       const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
@@ -173,6 +232,30 @@ export function registerKeysCommand(program: Command): void {
             .join("  ")
             .trimEnd(),
         );
+    });
+
+  keys
+    .command("set")
+    .description("change a key's quotas; they apply to the next request made with it")
+    .argument("<id>", "the key id shown by `keys list` (or the key itself)")
+    .option("--max-bytes <n>", MAX_BYTES_HELP)
+    .option("--max-active <n>", MAX_ACTIVE_HELP)
+    .option("--json", 'print {"id","name","tenant","max_bytes","max_active"}')
+    .action(async (arg: string, opts: { maxBytes?: string; maxActive?: string; json?: boolean }) => {
+      const id = apiKeyId(arg.trim()) ?? arg.trim();
+      const maxBytes = quotaOption("--max-bytes", opts.maxBytes);
+      const maxActive = quotaOption("--max-active", opts.maxActive);
+      if (maxBytes === undefined && maxActive === undefined)
+        fail("nothing to set: give --max-bytes and/or --max-active (a number, 0 = unlimited, or default)");
+      const key = await withDatabase((db) => setApiKeyQuotas(db, id, { maxBytes, maxActive }));
+      if (!key) fail(`no key with id ${id}`, 1);
+      if (opts.json) {
+        console.log(JSON.stringify({ id: key.id, name: key.name, tenant: key.tenant, ...quotasJson(key) }));
+        return;
+      }
+      console.log(
+        `Key ${key.id} (tenant ${key.tenant}): max bytes ${quotaText(key.maxBytes, "QUOTA__MAX_BYTES")}, max active ${quotaText(key.maxActive, "QUOTA__MAX_ACTIVE")}.`,
+      );
     });
 
   keys

@@ -30,6 +30,12 @@ export class Metrics {
     labelNames: ["source"] as const,
     registers: [this.registry],
   });
+  readonly quotaRefusals = new Counter({
+    name: "proxytorrent_quota_refusals_total",
+    help: "Requests this API refused because the tenant was at a quota (bytes = stored bytes, active = active requests)",
+    labelNames: ["quota"] as const,
+    registers: [this.registry],
+  });
   readonly leaseExpired = new Counter({
     name: "proxytorrent_lease_expired_total",
     help: "Jobs this node claimed after another node's lease expired, plus leases this node lost",

@@ -210,6 +210,7 @@ export async function startEmbedded(
       metrics?.requestsCreated.inc({ source });
       if (source === "fetch") node.wake();
     },
+    onQuotaRefused: (quota) => metrics?.quotaRefusals.inc({ quota }),
     onResponse: httpObserver(metrics),
   });
   const shared = !config.node.httpPort || config.node.httpPort === config.port;
@@ -265,6 +266,7 @@ export async function startApi(config: Config, opts: { log?: Logger } = {}): Pro
     clientIp: (req) => (server ? clientAddress(server, req) : null),
     healthChecks: [liveNodesCheck(db, systemClock)],
     onRequestCreated: (source) => metrics?.requestsCreated.inc({ source }),
+    onQuotaRefused: (quota) => metrics?.quotaRefusals.inc({ quota }),
     onResponse: httpObserver(metrics),
   });
   server = Bun.serve({

@@ -14,12 +14,14 @@ import type { Clock } from "../clock";
 import type { Config } from "../config";
 import type { Database } from "../db";
 import type { Logger } from "../log";
+import type { Quota } from "../requests/quotas";
 import { DOCS_ASSET_PATHS, type DocsAssets, mountDocs } from "./docs";
 import { renderError } from "./errors";
 import { auth, type Principal } from "./middleware/auth";
 import { requestBodyLimit } from "./middleware/body";
 import { healthRoutes } from "./routes/health";
 import { requestRoutes } from "./routes/requests";
+import { usageRoutes } from "./routes/usage";
 import { webhookRoutes } from "./routes/webhooks";
 
 export type Runtime = "bun" | "workerd";
@@ -45,6 +47,8 @@ export interface AppDeps {
   healthChecks?: HealthCheck[];
   /** Called after a request was recorded, so an embedded node can start at once instead of polling. */
   onRequestCreated?: (source: "fetch" | "inflight" | "cache") => void;
+  /** Called when a POST is refused by a tenant quota (metrics). */
+  onQuotaRefused?: (quota: Quota) => void;
   /** Called once per HTTP response (metrics). `route` is the matched pattern, not the raw path. */
   onResponse?: (info: { route: string; method: string; status: number; seconds: number }) => void;
   /** Swagger UI's files for /docs, read per runtime (seeder/process/docs-assets.ts, edge/docs-assets.ts). */
@@ -122,6 +126,7 @@ export function createApp(deps: AppDeps) {
   app.route(config.apiPrefix, healthRoutes(deps));
   app.route(`${config.apiPrefix}/requests`, requestRoutes(deps));
   app.route(`${config.apiPrefix}/webhooks`, webhookRoutes(deps));
+  app.route(`${config.apiPrefix}/usage`, usageRoutes(deps));
 
   app.get(
     "/openapi.json",

@@ -153,3 +153,21 @@ export const healthResponse = v.object({
   uptime: v.number(),
   checks: v.record(v.string(), v.object({ status: v.string() })),
 });
+
+export const usageResponse = v.object({
+  tenant: v.nullable(
+    v.pipe(v.string(), v.description("The tenant (null with SECURITY__AUTH_ENABLED=false)")),
+  ),
+  active_requests: v.pipe(
+    v.number(),
+    v.description("Requests not cancelled whose job is queued, fetching, packaging or seeding"),
+  ),
+  max_active_requests: v.nullable(
+    v.pipe(v.number(), v.description("Active-request quota; null = unlimited")),
+  ),
+  stored_bytes: v.pipe(
+    v.number(),
+    v.description("content_size of live ready requests, each content hash once"),
+  ),
+  max_stored_bytes: v.nullable(v.pipe(v.number(), v.description("Stored-bytes quota; null = unlimited"))),
+});

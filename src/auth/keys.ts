@@ -27,6 +27,9 @@ export interface ApiKeyInfo {
   createdAt: number;
   lastUsedAt: number | null;
   revokedAt: number | null;
+  /** Quotas of requests made with this key (src/requests/quotas.ts); null = the QUOTA__* default, 0 = unlimited. */
+  maxBytes: number | null;
+  maxActive: number | null;
 }
 
 /** Writes of last_used_at happen at most this often per key (reads stay read-only in between). */
@@ -40,6 +43,8 @@ const info = (r: ApiKeyRow): ApiKeyInfo => ({
   createdAt: r.createdAt,
   lastUsedAt: r.lastUsedAt,
   revokedAt: r.revokedAt,
+  maxBytes: r.maxBytes,
+  maxActive: r.maxActive,
 });
 
 export const defaultTenant = (keyId: string) => `key:${keyId}`;
@@ -53,6 +58,9 @@ export async function createApiKey(
     now: number;
     /** SECURITY__KEY_ENCRYPTION_SECRET: store the hash sealed with it. */
     secret?: string;
+    /** Quotas; null or absent = the QUOTA__* default, 0 = unlimited. */
+    maxBytes?: number | null;
+    maxActive?: number | null;
   },
 ): Promise<ApiKeyInfo & { key: string }> {
   const { id, key } = generateApiKey();
@@ -66,6 +74,8 @@ export async function createApiKey(
     createdAt: opts.now,
     lastUsedAt: null,
     revokedAt: null,
+    maxBytes: opts.maxBytes ?? null,
+    maxActive: opts.maxActive ?? null,
   };
   await db.insert(apiKeys).values(row);
   return { ...info(row), key };
@@ -114,6 +124,23 @@ export async function revokeApiKey(
   const cancelledRequests = live?.n ?? 0;
   if (!rows[0]) return { outcome: "missing", cancelledRequests };
   return { outcome: rows[0].revokedAt === now ? "revoked" : "already revoked", cancelledRequests };
+}
+
+/**
+ * Change a key's quotas (by id or the whole key): a number sets it (0 = unlimited), null goes back
+ * to the QUOTA__* default, absent leaves it. Applies to the next POST made with the key.
+ */
+export async function setApiKeyQuotas(
+  db: Database,
+  idOrKey: string,
+  quotas: { maxBytes?: number | null; maxActive?: number | null },
+): Promise<ApiKeyInfo | null> {
+  const id = apiKeyId(idOrKey) ?? idOrKey;
+  const set = Object.fromEntries(Object.entries(quotas).filter(([, v]) => v !== undefined));
+  const rows = Object.keys(set).length
+    ? await db.update(apiKeys).set(set).where(eq(apiKeys.id, id)).returning()
+    : await db.select().from(apiKeys).where(eq(apiKeys.id, id));
+  return rows[0] ? info(rows[0]) : null;
 }
 
 export async function hasActiveApiKeys(db: Database): Promise<boolean> {

@@ -485,6 +485,19 @@ export const SETTINGS = {
     { at: "rateLimit.authFailuresPerIpMinute" },
   ),
 
+  QUOTA__MAX_BYTES: s(
+    int(0),
+    0,
+    "Default stored-bytes quota per tenant (its ready requests' content, each content hash once); a POST is refused (403) while usage is at or over it. 0 = unlimited; per key: `keys set --max-bytes`.",
+    { at: "quota.maxBytes" },
+  ),
+  QUOTA__MAX_ACTIVE: s(
+    int(0),
+    100,
+    "Default active-request quota per tenant (queued, fetching, packaging or seeding); a POST is refused (403) at it. 0 = unlimited; per key: `keys set --max-active`.",
+    { at: "quota.maxActive" },
+  ),
+
   WEBHOOK__SECRET: s(
     list,
     [] as string[],

@@ -17,6 +17,7 @@ import {
 import { insertSelect, sqlText } from "../db/sql";
 import { newPasskey } from "../torrents/passkey";
 import { callbackInsert, outboxInserts } from "../webhooks/outbox";
+import { activeCountSql, activeRequests, QuotaExceeded } from "./quotas";
 
 export interface NewRequest {
   url: string;
@@ -42,6 +43,11 @@ export interface NewRequest {
   egress?: JobEgress | null;
   /** The API key the caller used, if any: revoking that key cancels this request. */
   apiKeyId?: string | null;
+  /**
+   * The tenant's active-request quota (null/absent = unlimited): checked in the INSERT that records
+   * the request, so concurrent POSTs cannot all pass a check made before it (QuotaExceeded).
+   */
+  maxActive?: number | null;
 }
 
 /**
@@ -208,7 +214,8 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
           : null,
       },
       sql`WHERE EXISTS (SELECT 1 FROM ${fetchJobs}
-        WHERE ${fetchJobs.id} = ${job.id} AND ${fetchJobs.status} NOT IN ('error', 'cancelled'))`,
+        WHERE ${fetchJobs.id} = ${job.id} AND ${fetchJobs.status} NOT IN ('error', 'cancelled'))
+        ${input.maxActive ? sql`AND (${activeCountSql(input.userId)}) < ${input.maxActive}` : sql``}`,
     );
     const [linked] = await db.batch([
       link,
@@ -217,7 +224,19 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
         and(eq(r.id, requestId), eq(j.status, "ready"), isNull(r.cancelledAt)),
       ),
     ]);
-    if (linked.rowsAffected !== 1) continue;
+    if (linked.rowsAffected !== 1) {
+      if (input.maxActive) {
+        // A write is one serialised statement, so this INSERT saw every request linked before it:
+        // at the limit means the quota refused it (other POSTs took the last places meanwhile).
+        const active = await activeRequests(db, input.userId);
+        if (active >= input.maxActive) {
+          // A job made for this request alone must not be fetched for nobody.
+          if (source === "fetch") await cancelUnneededJob(db, job.id, clock.now());
+          throw new QuotaExceeded("active", active, input.maxActive);
+        }
+      }
+      continue;
+    }
     let view = await getRequest(db, requestId);
     if (view?.status === "cancelled" && input.apiKeyId) {
       // Created cancelled (its key was revoked): the rest of what a cancel writes. A crash before
@@ -339,27 +358,43 @@ export function cancelStatements(db: Database, now: number, which: (r: RequestCo
       .set({ cancelledAt: sql`coalesce(${fetchRequests.cancelledAt}, ${now})` })
       .where(picked)
       .returning({ jobId: fetchRequests.jobId }),
-    // NOT EXISTS is evaluated inside this one statement, so a request that joined the job a moment
-    // ago keeps it alive.
-    jobs: db
-      .update(fetchJobs)
-      .set({
-        cancelRequested: true,
-        seeding: false,
-        status: sql`CASE WHEN ${fetchJobs.status} IN ('queued', 'ready') THEN 'cancelled' ELSE ${fetchJobs.status} END`,
-        updatedAt: now,
-      })
-      .where(
-        and(
-          inArray(fetchJobs.id, db.select({ jobId: fetchRequests.jobId }).from(fetchRequests).where(picked)),
-          notInArray(fetchJobs.status, ["error", "cancelled"]),
-          notExists(
-            db
-              .select({ one: sql`1` })
-              .from(fetchRequests)
-              .where(and(eq(fetchRequests.jobId, fetchJobs.id), isNull(fetchRequests.cancelledAt))),
-          ),
+    jobs: unneededJobsCancel(
+      db,
+      now,
+      inArray(fetchJobs.id, db.select({ jobId: fetchRequests.jobId }).from(fetchRequests).where(picked)),
+    ),
+  };
+}
+
+/** Cancel a job no live request needs (see cancelRequest); a no-op while one does. */
+async function cancelUnneededJob(db: Database, jobId: string, now: number): Promise<void> {
+  await unneededJobsCancel(db, now, eq(fetchJobs.id, jobId));
+}
+
+/**
+ * Cancels the jobs `picked` selects that no live request needs: a queued or ready one at once, a
+ * running one through `cancel_requested`. NOT EXISTS is evaluated inside this one statement, so a
+ * request that joined the job a moment ago keeps it alive.
+ */
+function unneededJobsCancel(db: Database, now: number, picked: SQL) {
+  return db
+    .update(fetchJobs)
+    .set({
+      cancelRequested: true,
+      seeding: false,
+      status: sql`CASE WHEN ${fetchJobs.status} IN ('queued', 'ready') THEN 'cancelled' ELSE ${fetchJobs.status} END`,
+      updatedAt: now,
+    })
+    .where(
+      and(
+        picked,
+        notInArray(fetchJobs.status, ["error", "cancelled"]),
+        notExists(
+          db
+            .select({ one: sql`1` })
+            .from(fetchRequests)
+            .where(and(eq(fetchRequests.jobId, fetchJobs.id), isNull(fetchRequests.cancelledAt))),
         ),
       ),
-  };
+    );
 }

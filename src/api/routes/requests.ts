@@ -8,6 +8,7 @@ import { describeRoute, validator } from "hono-openapi";
 import { iso } from "../../clock";
 import { createEgressPolicy, targetUrlRefusal } from "../../egress";
 import { isDroppedHeader } from "../../requests/headers";
+import { checkQuotas, keyLimits, QuotaExceeded } from "../../requests/quotas";
 import {
   cancelRequest,
   createRequest,
@@ -118,6 +119,14 @@ export function requestRoutes(deps: AppDeps) {
       throw fieldError("callback_url", "callback_url needs WEBHOOK__SECRET to be set on this service", url);
   }
 
+  // 403, not 429 (rate limits, which clients retry after Retry-After) nor 413 (this body is fine):
+  // the tenant must free usage first; the detail says which quota and its figures.
+  function refuseOverQuota(e: unknown): never {
+    if (!(e instanceof QuotaExceeded)) throw e;
+    deps.onQuotaRefused?.(e.quota);
+    throw new ApiError(403, e.message);
+  }
+
   app.post(
     "/",
     describeRoute({
@@ -127,7 +136,9 @@ export function requestRoutes(deps: AppDeps) {
       responses: {
         201: { description: "Created", content: json(createRequestResponse) },
         401: err("Missing or invalid authentication"),
-        403: err("The credentials lack the requests:create scope"),
+        403: err(
+          "The credentials lack the requests:create scope, or the tenant is at a quota (the detail names it and its figures)",
+        ),
         413: err("Request body larger than SECURITY__MAX_BODY_BYTES"),
         415: err("The body is not sent as JSON (Content-Type: application/json)"),
         422: err("Invalid input"),
@@ -149,6 +160,9 @@ export function requestRoutes(deps: AppDeps) {
       const headers = input.headers
         ? Object.fromEntries(Object.entries(input.headers).filter(([k]) => !isDroppedHeader(k)))
         : null;
+      const principal = c.get("principal");
+      const limits = await keyLimits(db, config, principal.keyId);
+      await checkQuotas(db, principal.id, limits).catch(refuseOverQuota);
       const view = await createRequest(db, clock, {
         url: input.url,
         method: input.method,
@@ -164,8 +178,9 @@ export function requestRoutes(deps: AppDeps) {
         callbackUrl: input.callback_url,
         shareAcrossTenants: config.cache.shareAcrossTenants,
         egress: requiredEgress(config),
-        apiKeyId: c.get("principal").keyId ?? null,
-      });
+        apiKeyId: principal.keyId ?? null,
+        maxActive: limits.maxActive,
+      }).catch(refuseOverQuota);
       deps.onRequestCreated?.(view.source ?? "fetch");
       return c.json(
         {

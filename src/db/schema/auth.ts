@@ -25,6 +25,12 @@ export const apiKeys = sqliteTable(
     createdAt: integer("created_at").notNull(),
     lastUsedAt: integer("last_used_at"),
     revokedAt: integer("revoked_at"),
+    /**
+     * Quotas of the tenant when a request is made with this key (src/requests/quotas.ts): stored
+     * bytes and active requests. Null = the QUOTA__* default; 0 = unlimited.
+     */
+    maxBytes: integer("max_bytes"),
+    maxActive: integer("max_active"),
   },
   (t) => [index("api_keys_tenant").on(t.tenant)],
 );
