@@ -9,7 +9,7 @@
 import { join } from "node:path";
 import { spawn } from "bun";
 
-const BENCHES = ["small-objects", "large-object", "seeding", "status-throughput", "restart"];
+const BENCHES = ["small-objects", "large-object", "seeding", "status-throughput", "restart", "export"];
 const only = process.env.ONLY?.split(",").filter(Boolean);
 const failed: string[] = [];
 const t0 = performance.now();
