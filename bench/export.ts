@@ -210,7 +210,7 @@ appendResults({
     },
   ],
   notes: [
-    "a peak that differs between sizes by more than the noise between formats would be rows kept in memory; the paused-client row shows the service does not read ahead of its client, so what remains is garbage-collection timing (a longer export meets more collections, and the highest heap before one is what VmHWM keeps)",
+    "a peak that differs between sizes by more than the noise between formats would be rows kept in memory; the paused-client row shows the service does not read ahead of its client (no CPU beyond idle while it waits); that the growth left is garbage-collection timing (a longer export meets more collections, and VmHWM keeps the highest heap before one) is an inference, not measured here",
     `peak RSS of the ${large.toLocaleString("en-US")}-row export minus that of the ${small.toLocaleString("en-US")}-row one: ${growth.join(", ")}`,
   ],
 });
