@@ -8,7 +8,9 @@ import { parse } from "csv-parse/sync";
 import { eq, sql } from "drizzle-orm";
 import { encodeCursor } from "../../src/api/schemas";
 import { fetchJobs, fetchRequests } from "../../src/db/schema";
+import { silentLogger } from "../../src/log";
 import { type AuthApp, authApp, BASE, bearer, T0 } from "../auth/helpers";
+import { testApp } from "../support/app";
 
 let t: AuthApp;
 type Caller = (path: string, init?: RequestInit) => Promise<Response>;
@@ -421,5 +423,48 @@ describe("GET /v1/requests/export", () => {
     // JSON keeps the text as it is.
     const json = (await (await sheet("/v1/requests/export?format=json")).json()) as Item[];
     expect(json[0]!.error_message).toBe("\tx");
+  });
+});
+
+describe("an export whose database read fails midway", () => {
+  test("ends in an error, never as a well-formed file missing rows, and is logged", async () => {
+    const own = await authApp();
+    const logged: string[] = [];
+    const app = testApp({
+      db: own.db,
+      config: own.config,
+      log: { ...silentLogger, error: (msg: string) => logged.push(msg) },
+    });
+    const { key } = await own.key("cut", undefined, "cut");
+    const jobId = crypto.randomUUID();
+    const now = Date.now();
+    await own.db.insert(fetchJobs).values({
+      id: jobId,
+      fingerprint: jobId,
+      status: "queued",
+      url: "http://example.test/cut",
+      method: "GET",
+      createdAt: now,
+      updatedAt: now,
+    });
+    await own.db.run(sql`
+      WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 1199)
+      INSERT INTO ${fetchRequests} (id, job_id, user_id, url, method, ttl, created_at)
+      SELECT printf('00000000-0000-4000-8000-%012d', i), ${jobId}, 'cut', 'http://example.test/cut/' || i, 'GET', 0, ${now} - i
+      FROM n`);
+    const res = await app.request(`${BASE}/v1/requests/export?format=json`, bearer(key));
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    expect(first.done).toBe(false);
+    own.close(); // the database goes away after the first batch
+    let text = new TextDecoder().decode(first.value);
+    const rest = (async () => {
+      for (let r = await reader.read(); !r.done; r = await reader.read())
+        text += new TextDecoder().decode(r.value);
+    })();
+    await expect(rest).rejects.toBeDefined();
+    expect(() => JSON.parse(text)).toThrow();
+    expect(logged).toContain("export failed");
   });
 });
