@@ -16,6 +16,7 @@ const BENCHES = [
   "status-throughput",
   "restart",
   "webseed-access",
+  "export",
 ];
 const only = process.env.ONLY?.split(",").filter(Boolean);
 const failed: string[] = [];

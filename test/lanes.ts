@@ -25,6 +25,7 @@ export const LANES: Record<string, string[]> = {
     "test/docs-paths.test.ts",
     "test/layout.test.ts",
     "test/api/limits.test.ts",
+    "test/api/history.test.ts",
     "test/api/log.test.ts",
     "test/api/quotas.test.ts",
     "test/api/requests.test.ts",

@@ -41,11 +41,14 @@ function missingKey(i: BaseIssue<unknown>): string | null {
 /** Most issues one 422 lists: a body of 100,000 wrong values must not get 100,000 answers. */
 export const MAX_LISTED_ISSUES = 20;
 
+/** Where a validated value came from, first in each issue's `loc` (as FastAPI does). */
+export type InputPlace = "body" | "query";
+
 /** Valibot issues → the original's 422 body: `{"detail":[{"type","loc","msg","input"}]}`. */
-export function validationDetail(issues: readonly BaseIssue<unknown>[]) {
+export function validationDetail(issues: readonly BaseIssue<unknown>[], place: InputPlace = "body") {
   return issues.slice(0, MAX_LISTED_ISSUES).map((i) => ({
     type: i.type,
-    loc: ["body", ...(i.path?.map((p) => p.key as string | number) ?? [])],
+    loc: [place, ...(i.path?.map((p) => p.key as string | number) ?? [])],
     msg: missingKey(i) ?? i.message,
     input: boundedInput(i.input),
   }));

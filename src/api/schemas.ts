@@ -171,3 +171,128 @@ export const usageResponse = v.object({
   ),
   max_stored_bytes: v.nullable(v.pipe(v.number(), v.description("Stored-bytes quota; null = unlimited"))),
 });
+
+// ---------- history: GET /v1/requests and /v1/requests/export ----------
+
+/** Most requests one page of GET /v1/requests holds, and the default. */
+export const LIST_LIMITS = { max: 200, default: 50 } as const;
+
+/**
+ * The cursor is opaque to clients: base64url of `[created_at, id]`, the keyset of the last request
+ * of the page. Anything that does not decode to that shape is refused (422). A well-formed cursor
+ * someone made up only moves where the page starts: the tenant and filters still apply.
+ */
+export function encodeCursor(p: { createdAt: number; id: string }): string {
+  return btoa(JSON.stringify([p.createdAt, p.id]))
+    .replace(/\+/g, "-")
+    .replace(/\//g, "_")
+    .replace(/=+$/, "");
+}
+
+export function decodeCursor(cursor: string): { createdAt: number; id: string } | null {
+  if (!/^[A-Za-z0-9_-]{1,200}$/.test(cursor)) return null;
+  try {
+    const p: unknown = JSON.parse(atob(cursor.replace(/-/g, "+").replace(/_/g, "/")));
+    if (!Array.isArray(p) || p.length !== 2) return null;
+    const [createdAt, id] = p as unknown[];
+    if (!Number.isSafeInteger(createdAt) || (createdAt as number) < 0) return null;
+    if (typeof id !== "string" || !/^[A-Za-z0-9-]{1,64}$/.test(id)) return null;
+    return { createdAt: createdAt as number, id };
+  } catch {
+    return null;
+  }
+}
+
+/** A query parameter given more than once arrives as an array: refused, except for `status`. */
+const once = (field: string) => v.string(`${field} must be given once`);
+
+const instant = (field: string, description: string) =>
+  v.optional(
+    v.pipe(
+      once(field),
+      v.isoTimestamp(`${field} must be an ISO 8601 instant with a time zone, e.g. 2026-01-31T12:00:00Z`),
+      v.transform((s) => Date.parse(s)),
+      v.check((ms) => Number.isFinite(ms), `${field} is not a date this service can read`),
+      v.description(description),
+    ),
+  );
+
+const historyFilters = {
+  status: v.optional(
+    v.pipe(
+      v.union([v.string(), v.array(v.string())]),
+      v.transform((s) =>
+        (Array.isArray(s) ? s : [s])
+          .flatMap((x) => x.split(","))
+          .map((x) => x.trim())
+          .filter(Boolean),
+      ),
+      v.array(v.picklist(JOB_STATUSES, `status should be one of ${JOB_STATUSES.join(", ")}`)),
+      v.description(
+        "Only requests in these statuses: one, or several comma-separated (`status=ready,error`).",
+      ),
+    ),
+  ),
+  since: instant("since", "Only requests created at or after this instant (ISO 8601 with a time zone)."),
+  until: instant("until", "Only requests created before this instant (ISO 8601 with a time zone)."),
+  q: v.optional(
+    v.pipe(
+      once("q"),
+      v.maxLength(2083, "q is longer than 2083 characters"),
+      v.description("Only requests whose URL contains this text (ASCII letters match either case)."),
+    ),
+  ),
+  tenant: v.optional(
+    v.pipe(
+      once("tenant"),
+      v.minLength(1, "tenant must not be empty"),
+      v.maxLength(256, "tenant is longer than 256 characters"),
+      v.description("Admins only: only this tenant's requests (others get 422)."),
+    ),
+  ),
+};
+
+export const listRequestsQuery = v.object({
+  ...historyFilters,
+  limit: v.optional(
+    v.pipe(
+      once("limit"),
+      v.regex(/^\d{1,6}$/, "limit must be a whole number"),
+      v.transform(Number),
+      v.minValue(1, "limit must be at least 1"),
+      v.maxValue(LIST_LIMITS.max, `limit must be at most ${LIST_LIMITS.max}`),
+      v.description(`Requests per page, 1-${LIST_LIMITS.max} (default ${LIST_LIMITS.default}).`),
+    ),
+    String(LIST_LIMITS.default),
+  ),
+  cursor: v.optional(
+    v.pipe(
+      once("cursor"),
+      v.rawTransform(({ dataset, addIssue, NEVER }) => {
+        const p = decodeCursor(dataset.value);
+        if (p) return p;
+        addIssue({ message: "cursor is not valid: pass the previous page's next_cursor unchanged" });
+        return NEVER;
+      }),
+      v.description("The previous page's `next_cursor`, to get the next (older) page."),
+    ),
+  ),
+});
+
+export const EXPORT_FORMATS = ["csv", "ndjson", "json"] as const;
+
+export const exportRequestsQuery = v.object({
+  ...historyFilters,
+  format: v.pipe(
+    v.optional(v.picklist(EXPORT_FORMATS, `format should be one of ${EXPORT_FORMATS.join(", ")}`), "json"),
+    v.description("csv (with a header row), ndjson (one object per line) or json (one array). Default json."),
+  ),
+});
+
+export const requestListResponse = v.object({
+  items: v.array(requestStatusResponse),
+  next_cursor: v.pipe(
+    v.nullable(v.string()),
+    v.description("Pass as `cursor` for the next (older) page; null on the last page."),
+  ),
+});

@@ -21,6 +21,9 @@ export function sqlText(query: SQL): string {
   return q.sql;
 }
 
+/** A statement with values, as text and parameters for the libSQL client (reads that bypass drizzle's row mapping). */
+export const sqlQuery = (query: SQL) => dialect.sqlToQuery(query);
+
 /** `excluded.<column>` in an upsert's SET: the value the INSERT tried to write. */
 export const excluded = (column: AnySQLiteColumn): SQL => sql`excluded.${sql.identifier(column.name)}`;
 

@@ -2,6 +2,7 @@
  * What the API does with a caller's request: create (sharing a fetch with identical requests in
  * flight, or answering from a ready result younger than `ttl`), read, and cancel.
  */
+import type { InArgs } from "@libsql/client";
 import { and, desc, eq, gte, inArray, isNull, notExists, notInArray, type SQL, sql } from "drizzle-orm";
 import { sha256Hex } from "../auth/crypto";
 import type { Clock } from "../clock";
@@ -14,7 +15,7 @@ import {
   type JobEgress,
   type JobStatus,
 } from "../db/schema";
-import { insertSelect, sqlText } from "../db/sql";
+import { insertSelect, sqlQuery, sqlText } from "../db/sql";
 import { newPasskey } from "../torrents/passkey";
 import { callbackInsert, outboxInserts } from "../webhooks/outbox";
 import { activeCountSql, activeRequests, QuotaExceeded } from "./quotas";
@@ -315,13 +316,78 @@ export async function getRequest(db: Database, id: string): Promise<RequestView 
   return typeof raw === "string" ? toView(JSON.parse(raw) as ViewRow) : null;
 }
 
+const VIEW_JSON = sql`json_object(${sql.join(
+  Object.entries(viewColumns).map(([key, column]) => sql`${sql.raw(`'${key}'`)}, ${column}`),
+  sql`, `,
+)})`;
+
 const GET_REQUEST_SQL = sqlText(sql`
-  SELECT json_object(${sql.join(
-    Object.entries(viewColumns).map(([key, column]) => sql`${sql.raw(`'${key}'`)}, ${column}`),
-    sql`, `,
-  )}) AS v
+  SELECT ${VIEW_JSON} AS v
   FROM ${fetchRequests} JOIN ${fetchJobs} ON ${fetchJobs.id} = ${fetchRequests.jobId}
   WHERE ${fetchRequests.id} = ?`);
+
+/** Which requests a history listing or export covers. */
+export interface RequestFilter {
+  /** Only this tenant's requests (null: those made without authentication); undefined: every tenant. */
+  tenant?: string | null;
+  /** The status as shown (a cancelled request is `cancelled` whatever its job did). */
+  statuses?: readonly JobStatus[];
+  /** created_at >= since (ms). */
+  since?: number;
+  /** created_at < until (ms). */
+  until?: number;
+  /** Substring of the URL, ASCII case-insensitive; `%` and `_` match themselves. */
+  q?: string;
+}
+
+/** Where a page of the history ends: the keyset of its last request (newest first). */
+export interface ListPosition {
+  createdAt: number;
+  id: string;
+}
+
+/** The status a request shows, as toView computes it, in SQL. */
+const shownStatus = sql`CASE WHEN ${fetchRequests.cancelledAt} IS NOT NULL THEN 'cancelled' ELSE ${fetchJobs.status} END`;
+
+/** `q` as a LIKE pattern: a plain substring, so the user's `%`, `_` and `\` are escaped. */
+const likePattern = (q: string) => `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+
+/**
+ * Up to `limit` requests matching `filter`, newest first (created_at, then id, both descending),
+ * strictly after `after`. Keyset paging: each page is one index range scan (fetch_requests_user or
+ * fetch_requests_created), so page N costs what page 1 does, and rows created while a client pages
+ * never shift or repeat what it sees. Read as one JSON column per row, like getRequest.
+ */
+export async function listRequests(
+  db: Database,
+  filter: RequestFilter,
+  limit: number,
+  after?: ListPosition,
+): Promise<RequestView[]> {
+  const where: SQL[] = [];
+  if (filter.tenant === null) where.push(sql`${fetchRequests.userId} IS NULL`);
+  else if (filter.tenant !== undefined) where.push(sql`${fetchRequests.userId} = ${filter.tenant}`);
+  if (filter.statuses?.length)
+    where.push(
+      sql`${shownStatus} IN (${sql.join(
+        filter.statuses.map((s) => sql`${s}`),
+        sql`, `,
+      )})`,
+    );
+  if (filter.since !== undefined) where.push(sql`${fetchRequests.createdAt} >= ${filter.since}`);
+  if (filter.until !== undefined) where.push(sql`${fetchRequests.createdAt} < ${filter.until}`);
+  if (filter.q) where.push(sql`${fetchRequests.url} LIKE ${likePattern(filter.q)} ESCAPE '\\'`);
+  if (after)
+    where.push(sql`(${fetchRequests.createdAt}, ${fetchRequests.id}) < (${after.createdAt}, ${after.id})`);
+  const q = sqlQuery(sql`
+    SELECT ${VIEW_JSON} AS v
+    FROM ${fetchRequests} JOIN ${fetchJobs} ON ${fetchJobs.id} = ${fetchRequests.jobId}
+    ${where.length ? sql`WHERE ${sql.join(where, sql` AND `)}` : sql``}
+    ORDER BY ${fetchRequests.createdAt} DESC, ${fetchRequests.id} DESC
+    LIMIT ${limit}`);
+  const rs = await db.$client.execute({ sql: q.sql, args: q.params as InArgs });
+  return rs.rows.map((r) => toView(JSON.parse(r.v as string) as ViewRow));
+}
 
 export { torrentBytes as getTorrent } from "../jobs/queue";
 

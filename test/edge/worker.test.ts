@@ -226,4 +226,57 @@ describe("the Worker under workerd", () => {
     // then
     expect(status).toMatchObject({ status: "fetching", progress: 10 });
   });
+  test("given a history of 1,103 requests, when it is listed and exported, then pages and the streamed csv and ndjson agree", async () => {
+    // given: three over the API, 1,100 more written into the file for the same tenant (more than two export batches)
+    const made: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await call("/v1/requests", {
+        method: "POST",
+        body: JSON.stringify({ url: `http://example.test/history-edge/${i}` }),
+      });
+      made.push(((await res.json()) as { id: string }).id);
+    }
+    const mine = await direct!.execute({
+      sql: "SELECT user_id, job_id, created_at FROM fetch_requests WHERE id = ?",
+      args: [made[0]!],
+    });
+    const { user_id, job_id, created_at } = mine.rows[0]!;
+    await direct!.execute({
+      sql: `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 1099)
+            INSERT INTO fetch_requests (id, job_id, user_id, url, method, ttl, created_at)
+            SELECT printf('00000000-0000-4000-8000-%012d', i), ?, ?, 'http://example.test/history-edge/bulk/' || i,
+                   'GET', 0, ? - 1 - i FROM n`,
+      args: [job_id!, user_id!, created_at!],
+    });
+    // when: listed 200 at a time
+    const listed: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const res = await call(`/v1/requests?q=history-edge&limit=200${cursor ? `&cursor=${cursor}` : ""}`);
+      expect(res.status).toBe(200);
+      const page = (await res.json()) as { items: { id: string }[]; next_cursor: string | null };
+      listed.push(...page.items.map((i) => i.id));
+      cursor = page.next_cursor;
+    } while (cursor);
+    // then: newest first, all of them once
+    expect(listed).toHaveLength(1103);
+    expect(new Set(listed).size).toBe(1103);
+    expect(listed.slice(0, 3).sort()).toEqual([...made].sort());
+    // when: exported
+    const csv = await call("/v1/requests/export?format=csv&q=history-edge");
+    expect(csv.status).toBe(200);
+    expect(csv.headers.get("content-disposition")).toMatch(
+      /^attachment; filename="proxytorrent-requests-\d{4}-\d\d-\d\d\.csv"$/,
+    );
+    const lines = (await csv.text()).trimEnd().split("\r\n");
+    expect(lines[0]!.startsWith("id,status,url,")).toBe(true);
+    expect(lines.slice(1).map((l) => l.split(",")[0])).toEqual(listed);
+    const nd = await (await call("/v1/requests/export?format=ndjson&q=history-edge")).text();
+    expect(
+      nd
+        .trimEnd()
+        .split("\n")
+        .map((l) => (JSON.parse(l) as { id: string }).id),
+    ).toEqual(listed);
+  }, 60_000);
 });

@@ -1,12 +1,15 @@
 /**
  * /v1/requests: create, status, .torrent, magnet, cancel. Wire-compatible with the original
  * ProxyTorrent (status codes, field names, `{"detail": …}` errors), plus ownership: a caller sees
- * only its own requests (another caller's id is 404, as if it did not exist).
+ * only its own requests (another caller's id is 404, as if it did not exist). The history (list
+ * with filters and cursor paging, and export) shows each request as the status route does.
  */
 import { Hono } from "hono";
-import { describeRoute, validator } from "hono-openapi";
+import { describeRoute, resolver, validator } from "hono-openapi";
+import * as v from "valibot";
 import { iso } from "../../clock";
 import { createEgressPolicy, targetUrlRefusal } from "../../egress";
+import { EXPORT_BATCH, EXPORT_CONTENT_TYPES, exportFilename, exportStream } from "../../requests/export";
 import { isDroppedHeader } from "../../requests/headers";
 import { checkQuotas, keyLimits, QuotaExceeded } from "../../requests/quotas";
 import {
@@ -14,6 +17,8 @@ import {
   createRequest,
   getRequest,
   getTorrent,
+  listRequests,
+  type RequestFilter,
   type RequestView,
   requiredEgress,
 } from "../../requests/service";
@@ -30,12 +35,17 @@ import { rateLimitCreates } from "../middleware/rate-limit";
 import {
   createRequestResponse,
   createRequestSchema,
+  encodeCursor,
+  exportRequestsQuery,
+  listRequestsQuery,
   magnetResponse,
+  requestListResponse,
   requestStatusResponse,
 } from "../schemas";
 import { err, fieldError, invalid, json } from "./shared";
 import { deliveryBodies } from "./webhooks";
 
+/** What GET /v1/requests/{id} shows, and so each item of the list and each row of the export. */
 function statusBody(r: RequestView) {
   return {
     id: r.id,
@@ -53,6 +63,9 @@ function statusBody(r: RequestView) {
     progress: r.progress,
   };
 }
+
+/** The export's CSV columns: the status body's fields, in its order. */
+const STATUS_COLUMNS = Object.keys(requestStatusResponse.entries) as (keyof ReturnType<typeof statusBody>)[];
 
 /**
  * A URL without `user:pass@`. New requests with user info are refused (422), but rows written by
@@ -191,6 +204,93 @@ export function requestRoutes(deps: AppDeps) {
         },
         201,
       );
+    },
+  );
+
+  /**
+   * The filter of a history query: the caller's own requests, or (admins) every tenant's or the
+   * one named by `tenant`. A non-admin naming a tenant is refused rather than silently answered
+   * with their own requests, so a mistaken script does not take them for someone else's.
+   */
+  function historyFilter(
+    q: { status?: RequestFilter["statuses"]; since?: number; until?: number; q?: string; tenant?: string },
+    who: Principal,
+  ): RequestFilter {
+    if (q.tenant !== undefined && !who.admin)
+      throw fieldError("tenant", "only an admin may filter by tenant", q.tenant, "query");
+    return {
+      tenant: who.admin ? q.tenant : who.id,
+      statuses: q.status,
+      since: q.since,
+      until: q.until,
+      q: q.q,
+    };
+  }
+
+  app.get(
+    "/",
+    describeRoute({
+      summary: "List your requests",
+      description:
+        "Newest first (created_at, then id). Filters combine; `next_cursor` pages to older requests and stays correct while new requests arrive. Admins see every tenant and may filter by `tenant`.",
+      responses: {
+        200: { description: "A page of requests", content: json(requestListResponse) },
+        422: err("Invalid query parameter (including a cursor that was not a next_cursor)"),
+      },
+    }),
+    requireScope("requests:read"),
+    validator("query", listRequestsQuery, (result, c) => invalid(result, c, "query")),
+    async (c) => {
+      const q = c.req.valid("query");
+      const filter = historyFilter(q, c.get("principal"));
+      // One more than the page: whether it exists decides next_cursor, so the last page says null.
+      const rows = await listRequests(db, filter, q.limit + 1, q.cursor);
+      const items = rows.slice(0, q.limit);
+      const last = items.at(-1);
+      return c.json({
+        items: items.map(statusBody),
+        next_cursor: rows.length > q.limit && last ? encodeCursor(last) : null,
+      });
+    },
+  );
+
+  app.get(
+    "/export",
+    describeRoute({
+      summary: "Export your request history",
+      description:
+        "Every request matching the filters (as in the list, without paging), newest first, streamed: `csv` (header row, RFC 4180 quoting; a text starting with = + - @ is prefixed with ' against spreadsheet formulas), `ndjson` or `json`. Same fields as the status.",
+      responses: {
+        200: {
+          description: "The download (Content-Disposition: attachment)",
+          content: {
+            "text/csv": {},
+            "application/x-ndjson": {},
+            "application/json": { schema: resolver(v.array(requestStatusResponse)) },
+          },
+        },
+        422: err("Invalid query parameter"),
+      },
+    }),
+    requireScope("requests:read"),
+    validator("query", exportRequestsQuery, (result, c) => invalid(result, c, "query")),
+    (c) => {
+      const q = c.req.valid("query");
+      const filter = historyFilter(q, c.get("principal"));
+      const requestId = c.get("requestId");
+      const body = exportStream({
+        format: q.format,
+        columns: STATUS_COLUMNS,
+        page: (after) => listRequests(db, filter, EXPORT_BATCH, after),
+        body: statusBody,
+        onError: (e) =>
+          deps.log.error("export failed", { request_id: requestId, err: (e as Error)?.message ?? String(e) }),
+      });
+      return c.body(body, 200, {
+        "Content-Type": EXPORT_CONTENT_TYPES[q.format],
+        "Content-Disposition": `attachment; filename="${exportFilename(q.format, clock.now())}"`,
+        "Cache-Control": "no-store",
+      });
     },
   );
 

@@ -136,7 +136,10 @@ export const fetchRequests = sqliteTable(
   },
   (t) => [
     index("fetch_requests_job").on(t.jobId),
-    index("fetch_requests_user").on(t.userId, t.createdAt),
+    // History listing and export (GET /v1/requests, …/export): newest first with `id` breaking
+    // ties, one tenant's or (admins) everyone's; the keyset (created_at, id) is read off the index.
+    index("fetch_requests_user").on(t.userId, t.createdAt, t.id),
+    index("fetch_requests_created").on(t.createdAt, t.id),
     uniqueIndex("fetch_requests_passkey").on(t.passkeyHash),
     index("fetch_requests_api_key").on(t.apiKeyId),
     // A tenant's live requests and their jobs, from the index alone (the quota usage queries);
