@@ -28,6 +28,7 @@ export const LANES: Record<string, string[]> = {
     "test/api/log.test.ts",
     "test/api/quotas.test.ts",
     "test/api/requests.test.ts",
+    "test/api/retention.test.ts",
     "test/api/url-checks.test.ts",
     "test/auth/config.test.ts",
     "test/auth/jwt.test.ts",

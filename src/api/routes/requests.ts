@@ -51,6 +51,7 @@ function statusBody(r: RequestView) {
     content_type: r.contentType,
     error_message: r.errorMessage,
     progress: r.progress,
+    expires_at: iso(r.expiresAt),
   };
 }
 
@@ -78,7 +79,7 @@ export function requestRoutes(deps: AppDeps) {
     r !== null && (who.admin || r.userId === who.id);
 
   async function load(id: string, who: Principal): Promise<RequestView> {
-    const r = await getRequest(db, id);
+    const r = await getRequest(db, id, clock.now());
     if (!visible(r, who)) throw notFound(id);
     return r;
   }
@@ -93,6 +94,12 @@ export function requestRoutes(deps: AppDeps) {
   }
 
   function requireReady(r: RequestView) {
+    // 410, not 400: an expired request will never be ready again (its content is let go).
+    if (r.status === "expired")
+      throw new ApiError(
+        410,
+        `Request expired at ${iso(r.expiresAt)}: its retention ended and its content is no longer stored or seeded`,
+      );
     if (r.status !== "ready") throw new ApiError(400, `Request not ready (status: ${r.status})`);
   }
 
@@ -147,7 +154,7 @@ export function requestRoutes(deps: AppDeps) {
     }),
     requireScope("requests:create"),
     jsonBody,
-    validator("json", createRequestSchema(config.cache.maxTtl, config.cache.defaultTtl), (result, c) => {
+    validator("json", createRequestSchema(config.cache, config.storage), (result, c) => {
       const refused = invalid(result, c);
       if (refused) return refused;
       checkTargetUrl(result.data.url);
@@ -162,7 +169,7 @@ export function requestRoutes(deps: AppDeps) {
         : null;
       const principal = c.get("principal");
       const limits = await keyLimits(db, config, principal.keyId);
-      await checkQuotas(db, principal.id, limits).catch(refuseOverQuota);
+      await checkQuotas(db, principal.id, limits, clock.now()).catch(refuseOverQuota);
       const view = await createRequest(db, clock, {
         url: input.url,
         method: input.method,
@@ -180,6 +187,7 @@ export function requestRoutes(deps: AppDeps) {
         egress: requiredEgress(config),
         apiKeyId: principal.keyId ?? null,
         maxActive: limits.maxActive,
+        retention: input.retention,
       }).catch(refuseOverQuota);
       deps.onRequestCreated?.(view.source ?? "fetch");
       return c.json(
@@ -235,6 +243,7 @@ export function requestRoutes(deps: AppDeps) {
         200: { description: "The .torrent file", content: { "application/x-bittorrent": {} } },
         400: err("Not ready yet"),
         404: err("No such request"),
+        410: err("The request expired (its retention ended): the content is no longer stored or seeded"),
       },
     }),
     requireScope("requests:read"),
@@ -263,6 +272,7 @@ export function requestRoutes(deps: AppDeps) {
         200: { description: "Magnet link", content: json(magnetResponse) },
         400: err("Not ready yet"),
         404: err("No such request"),
+        410: err("The request expired (its retention ended): the content is no longer stored or seeded"),
       },
     }),
     requireScope("requests:read"),
