@@ -75,6 +75,7 @@ export const LANES: Record<string, string[]> = {
     "test/e2e/http-hardening.test.ts",
     "test/e2e/proxy-required.test.ts",
     "test/e2e/release.test.ts",
+    "test/e2e/retention.test.ts",
     "test/e2e/storage.test.ts",
     "test/fetcher/keepalive.test.ts",
     "test/fetcher/proxy.test.ts",
