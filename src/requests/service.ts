@@ -491,7 +491,9 @@ export async function expireDue(db: Database, clock: Clock): Promise<{ id: strin
               .from(fetchRequests)
               .where(eq(fetchRequests.expiredAt, now)),
           ),
-          eq(fetchJobs.status, "ready"),
+          // Unary + keeps SQLite from scanning every ready job by the status index: the jobs come
+          // from the few requests just expired (fetch_requests_expired), each by its primary key.
+          sql`+${fetchJobs.status} = 'ready'`,
           notExists(
             db
               .select({ one: sql`1` })
