@@ -329,7 +329,7 @@ function toView(r: ViewRow, now: number): RequestView {
     userId: r.userId,
     createdAt: r.createdAt!,
     // A request created after its job last changed (cache hit) was still updated "now".
-    // An expired request changed when it expired, not when the sweep noticed.
+    // An expired request changed at its expiry, which a read may see before any sweep wrote a row.
     updatedAt: Math.max(
       r.updatedAt ?? 0,
       r.createdAt ?? 0,
