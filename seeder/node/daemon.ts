@@ -23,6 +23,7 @@ import {
 } from "../../src/jobs/queue";
 import type { Logger } from "../../src/log";
 import { nodeHeartbeat, nodeStopped } from "../../src/nodes/registry";
+import { expireDue } from "../../src/requests/service";
 import { liveGrantHashes } from "../../src/torrents/access";
 import { announceUrl, magnetFor, nodePath, webSeedUrl } from "../../src/torrents/links";
 import type { Metrics } from "../process/metrics";
@@ -489,6 +490,14 @@ export class SeederNode {
   private async reconcileSeeding(): Promise<void> {
     const run = async () => {
       const { db, store, swarm, log } = this.deps;
+      // Requests whose retention ended: recorded once across all nodes (whoever runs it first),
+      // their jobs marked `expired` when no live request is left, which the list below then drops.
+      // A failure here must not stop seeding; the next reconcile tries again.
+      const expired = await expireDue(db, this.deps.clock).catch((e) => {
+        log.warn("expiry sweep failed", { err: String(e) });
+        return [];
+      });
+      if (expired.length > 0) log.info("requests expired", { requests: expired.length });
       const wanted = await listSeedable(db, this.name);
       const wantedSet = new Set(wanted.map((w) => w.infohash!));
       for (const infohash of [...this.seeded.keys()]) {

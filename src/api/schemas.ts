@@ -57,7 +57,13 @@ const headersField = v.pipe(
   ),
 );
 
-export const createRequestSchema = (maxTtl: number, defaultTtl: number) =>
+/** Largest `retention` a schema states when STORAGE__MAX_RETENTION is 0 (no cap): about 285 years. */
+const UNCAPPED_RETENTION = 2 ** 33;
+
+export const createRequestSchema = (
+  { maxTtl, defaultTtl }: { maxTtl: number; defaultTtl: number },
+  { maxRetention, defaultRetention }: { maxRetention: number; defaultRetention: number },
+) =>
   v.object({
     url: targetUrl,
     method: v.pipe(
@@ -99,6 +105,22 @@ export const createRequestSchema = (maxTtl: number, defaultTtl: number) =>
         "Seconds a ready result may be reused for an identical request (same method, URL, headers, body). 0 = always fetch fresh.",
       ),
     ),
+    retention: v.pipe(
+      v.optional(
+        v.pipe(
+          v.number("retention must be a number"),
+          v.integer("retention must be a whole number"),
+          v.minValue(1, "retention must be at least 1"),
+          maxRetention > 0
+            ? v.maxValue(maxRetention, `retention must be at most ${maxRetention} (STORAGE__MAX_RETENTION)`)
+            : v.maxValue(UNCAPPED_RETENTION, `retention must be at most ${UNCAPPED_RETENTION}`),
+        ),
+        defaultRetention,
+      ),
+      v.description(
+        "Seconds the content stays stored and seeded for this request once it is ready; then the request reads `expired`, its torrent and magnet answer 410 and its passkey stops working.",
+      ),
+    ),
   });
 
 const timestamp = v.pipe(v.string(), v.description("ISO 8601, UTC"));
@@ -124,6 +146,12 @@ export const requestStatusResponse = v.object({
   content_type: v.nullable(v.string()),
   error_message: v.nullable(v.string()),
   progress: v.pipe(v.number(), v.description("0, 10, 40, 50, 70, 80, 100")),
+  expires_at: v.pipe(
+    v.nullable(timestamp),
+    v.description(
+      "When the request expires (or expired): its `retention` after it became ready; null before.",
+    ),
+  ),
 });
 
 export const magnetResponse = v.object({

@@ -183,6 +183,19 @@ export const SETTINGS = {
     { at: "storage.basePath", map: (p) => p.replace(/\/+$/, "") || "/" },
   ),
 
+  STORAGE__DEFAULT_RETENTION: s(
+    int(1),
+    604800,
+    "Default `retention` of a request in seconds: how long its content stays stored and seeded once it is ready (then the request reads `expired`).",
+    { at: "storage.defaultRetention" },
+  ),
+  STORAGE__MAX_RETENTION: s(
+    int(0),
+    2592000,
+    "Largest `retention` a caller may ask for (larger is refused with 422); bounds how long one POST keeps disk space. 0 = no cap.",
+    { at: "storage.maxRetention" },
+  ),
+
   DATABASE__DATABASE_URL: opt(text, "libSQL URL (`file:…`, `libsql://…`, `http(s)://…`).", {
     shown: "`file:$STORAGE__BASE_PATH/proxytorrent.db`",
   }),
@@ -770,6 +783,11 @@ export function loadConfig(env: Env): Config {
         password: r.PROXY__PROXY_PASSWORD,
       };
   }
+  if (r.STORAGE__MAX_RETENTION > 0 && r.STORAGE__DEFAULT_RETENTION > r.STORAGE__MAX_RETENTION)
+    problems.push({
+      variable: "STORAGE__DEFAULT_RETENTION",
+      message: "must not exceed STORAGE__MAX_RETENTION",
+    });
   if (r.CACHE__DEFAULT_TTL > r.CACHE__MAX_TTL)
     problems.push({ variable: "CACHE__DEFAULT_TTL", message: "must not exceed CACHE__MAX_TTL" });
   const jwt = jwtConfig(r, problems);

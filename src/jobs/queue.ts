@@ -6,7 +6,7 @@
 import { and, eq, inArray, isNotNull, isNull, lt, lte, not, notInArray, or, sql } from "drizzle-orm";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
-import { type FetchJob, fetchJobs } from "../db/schema";
+import { type FetchJob, fetchJobs, fetchRequests } from "../db/schema";
 import { batchLast, sqlText } from "../db/sql";
 import { type OutboxCondition, outboxInserts } from "../webhooks/outbox";
 
@@ -202,6 +202,20 @@ export async function completeJob(
     [
       ...outboxInserts(db, "request.ready", now, (r, j) => and(live(r, j), not(j.cancelRequested))),
       ...outboxInserts(db, "request.cancelled", now, (r, j) => and(live(r, j), eq(j.cancelRequested, true))),
+      // The content is ready for the job's requests now: each one's retention starts counting
+      // (from its own creation if later, e.g. another node's clock ahead). Same lease predicate.
+      db
+        .update(fetchRequests)
+        .set({ expiresAt: sql`max(${fetchRequests.createdAt}, ${now}) + ${fetchRequests.retention} * 1000` })
+        .where(
+          and(
+            eq(fetchRequests.jobId, lease.id),
+            isNotNull(fetchRequests.retention),
+            isNull(fetchRequests.expiresAt),
+            sql`EXISTS (SELECT 1 FROM ${fetchJobs} WHERE ${fetchJobs.id} = ${lease.id}
+              AND ${fetchJobs.leaseToken} = ${lease.leaseToken} AND NOT ${fetchJobs.cancelRequested})`,
+          ),
+        ),
     ],
     db
       .update(fetchJobs)
@@ -318,13 +332,19 @@ export async function listSeedable(db: Database, nodeName: string) {
 }
 
 /**
- * A job that still needs its content on `nodeName`: not ended in error or cancelled, and fetched
- * (node_name) or seeded (seed_node) by that node. Each node has its own store, so another node's
- * job never keeps this node's blob.
+ * A job that still needs its content on `nodeName`: not ended in error, cancelled or expired, and
+ * fetched (node_name) or seeded (seed_node) by that node. Each node has its own store, so another
+ * node's job never keeps this node's blob.
+ *
+ * Expiry agrees with listSeedable through the job's status: the sweep (expireDue) marks a ready job
+ * `expired` in the same statement that finds it has no live request left, so "no longer seeded"
+ * and "content no longer needed" flip together. A job still `ready` keeps its blob even when all its
+ * requests' times have passed but no sweep has run: a new request may still reuse it (ttl) until
+ * the sweep marks it, and the sweep runs on every node's reconcile, so the delay is short.
  */
 const needsContentOn = (nodeName: string) =>
   and(
-    notInArray(fetchJobs.status, ["error", "cancelled"]),
+    notInArray(fetchJobs.status, ["error", "cancelled", "expired"]),
     or(eq(fetchJobs.seedNode, nodeName), eq(fetchJobs.nodeName, nodeName)),
   );
 

@@ -10,7 +10,8 @@
  * Usage:
  * - active: the tenant's requests not cancelled whose job is queued, fetching, packaging or seeding;
  * - stored bytes: `content_size` of the tenant's live ready requests, each content hash once (the
- *   store is content-addressed: the same bytes are stored once however often they are asked for).
+ *   store is content-addressed: the same bytes are stored once however often they are asked for);
+ *   an expired request no longer counts, from the instant it expires (liveRequest).
  * Both read the partial index `fetch_requests_live_user` (user_id, job_id WHERE not cancelled),
  * then each job by its primary key.
  *
@@ -23,6 +24,7 @@ import { and, desc, eq, inArray, isNull, type SQL, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/sqlite-core";
 import type { Database } from "../db";
 import { apiKeys, fetchJobs, fetchRequests } from "../db/schema";
+import { liveRequest } from "./expiry";
 
 export type Quota = "bytes" | "active";
 
@@ -66,10 +68,10 @@ export const activeCountSql = (tenant: string | null): SQL =>
   sql`SELECT count(*) FROM ${fetchRequests} ${r} JOIN ${fetchJobs} ${j} ON ${j.id} = ${r.jobId}
     WHERE ${liveOf(tenant)} AND ${inArray(j.status, [...ACTIVE_STATUSES])}`;
 
-const storedBytesSql = (tenant: string | null): SQL =>
+const storedBytesSql = (tenant: string | null, now: number): SQL =>
   sql`SELECT coalesce(sum(size), 0) FROM (
     SELECT max(${j.contentSize}) AS size FROM ${fetchRequests} ${r} JOIN ${fetchJobs} ${j} ON ${j.id} = ${r.jobId}
-    WHERE ${liveOf(tenant)} AND ${eq(j.status, "ready")}
+    WHERE ${liveOf(tenant)} AND ${liveRequest(r, now)} AND ${eq(j.status, "ready")}
     GROUP BY ${j.contentHash})`;
 
 const firstNumber = (rows: unknown[][]) => Number(rows[0]?.[0] ?? 0);
@@ -78,14 +80,14 @@ export async function activeRequests(db: Database, tenant: string | null): Promi
   return firstNumber(await db.values(activeCountSql(tenant)));
 }
 
-export async function storedBytes(db: Database, tenant: string | null): Promise<number> {
-  return firstNumber(await db.values(storedBytesSql(tenant)));
+export async function storedBytes(db: Database, tenant: string | null, now: number): Promise<number> {
+  return firstNumber(await db.values(storedBytesSql(tenant, now)));
 }
 
-export async function tenantUsage(db: Database, tenant: string | null): Promise<Usage> {
+export async function tenantUsage(db: Database, tenant: string | null, now: number): Promise<Usage> {
   const [active, bytes] = await db.batch([
     db.values(activeCountSql(tenant)),
-    db.values(storedBytesSql(tenant)),
+    db.values(storedBytesSql(tenant, now)),
   ]);
   return { activeRequests: firstNumber(active), storedBytes: firstNumber(bytes) };
 }
@@ -127,13 +129,18 @@ export async function tenantLimits(db: Database, config: Defaults, tenant: strin
 }
 
 /** Throws QuotaExceeded when the tenant is at a limit already. Reads only what a set limit needs. */
-export async function checkQuotas(db: Database, tenant: string | null, limits: QuotaLimits): Promise<void> {
+export async function checkQuotas(
+  db: Database,
+  tenant: string | null,
+  limits: QuotaLimits,
+  now: number,
+): Promise<void> {
   if (limits.maxActive !== null) {
     const active = await activeRequests(db, tenant);
     if (active >= limits.maxActive) throw new QuotaExceeded("active", active, limits.maxActive);
   }
   if (limits.maxBytes !== null) {
-    const bytes = await storedBytes(db, tenant);
+    const bytes = await storedBytes(db, tenant, now);
     if (bytes >= limits.maxBytes) throw new QuotaExceeded("bytes", bytes, limits.maxBytes);
   }
 }

@@ -1,9 +1,23 @@
 /**
  * What the API does with a caller's request: create (sharing a fetch with identical requests in
- * flight, or answering from a ready result younger than `ttl`), read, and cancel.
+ * flight, or answering from a ready result younger than `ttl`), read, cancel, and expire (once its
+ * `retention` has passed since its content was ready).
  */
 import type { InArgs } from "@libsql/client";
-import { and, desc, eq, gte, inArray, isNull, notExists, notInArray, type SQL, sql } from "drizzle-orm";
+import {
+  and,
+  desc,
+  eq,
+  gte,
+  inArray,
+  isNotNull,
+  isNull,
+  lte,
+  notExists,
+  notInArray,
+  type SQL,
+  sql,
+} from "drizzle-orm";
 import { sha256Hex } from "../auth/crypto";
 import type { Clock } from "../clock";
 import type { Database } from "../db";
@@ -18,6 +32,7 @@ import {
 import { insertSelect, sqlQuery, sqlText } from "../db/sql";
 import { newPasskey } from "../torrents/passkey";
 import { callbackInsert, outboxInserts } from "../webhooks/outbox";
+import { liveRequest, notExpired } from "./expiry";
 import { activeCountSql, activeRequests, QuotaExceeded } from "./quotas";
 
 export interface NewRequest {
@@ -49,6 +64,11 @@ export interface NewRequest {
    * the request, so concurrent POSTs cannot all pass a check made before it (QuotaExceeded).
    */
   maxActive?: number | null;
+  /**
+   * Seconds the content stays stored and seeded for this request once it is ready (POST
+   * `retention`, default STORAGE__DEFAULT_RETENTION); then the request expires. Null/absent: never.
+   */
+  retention?: number | null;
 }
 
 /**
@@ -82,6 +102,8 @@ export interface RequestView {
   magnetLink: string | null;
   jobId: string;
   seedNode: string | null;
+  /** When the request expires (or expired): set once its content is ready, if it has a retention. */
+  expiresAt: number | null;
   /** How the request was satisfied: a new fetch, a fetch already in flight, or a cached result. */
   source?: "fetch" | "inflight" | "cache";
 }
@@ -129,6 +151,9 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
     const now = clock.now();
     let job: FetchJob | undefined;
     let source: RequestView["source"] = "fetch";
+    // A ready job all of whose requests have passed their expiry but that no sweep has marked
+    // `expired` yet may still be reused: its content is still stored and seeded, and this new
+    // request, live, keeps it so (the sweep's NOT EXISTS sees it). Once marked, it is not `ready`.
     if (input.ttl > 0) {
       job = (
         await db
@@ -207,6 +232,13 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
         passkey: passkey.passkey,
         passkeyHash: passkey.hash,
         apiKeyId: input.apiKeyId ?? null,
+        retention: input.retention ?? null,
+        // Linked to a job that is ready already (a cached result): its content is ready for this
+        // request now. Otherwise completeJob sets it.
+        expiresAt: input.retention
+          ? sql`(SELECT max(${now}, ${fetchJobs.completedAt}) + ${input.retention * 1000} FROM ${fetchJobs}
+              WHERE ${fetchJobs.id} = ${job.id} AND ${fetchJobs.status} = 'ready')`
+          : null,
         // An API process trusts a verified key for SECURITY__API_KEY_CACHE_SECONDS: a request made
         // with a key revoked meanwhile is created cancelled, as the revoke would have left it.
         cancelledAt: input.apiKeyId
@@ -215,7 +247,7 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
           : null,
       },
       sql`WHERE EXISTS (SELECT 1 FROM ${fetchJobs}
-        WHERE ${fetchJobs.id} = ${job.id} AND ${fetchJobs.status} NOT IN ('error', 'cancelled'))
+        WHERE ${fetchJobs.id} = ${job.id} AND ${fetchJobs.status} NOT IN ('error', 'cancelled', 'expired'))
         ${input.maxActive ? sql`AND (${activeCountSql(input.userId)}) < ${input.maxActive}` : sql``}`,
     );
     const [linked] = await db.batch([
@@ -238,13 +270,13 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
       }
       continue;
     }
-    let view = await getRequest(db, requestId);
+    let view = await getRequest(db, requestId, now);
     if (view?.status === "cancelled" && input.apiKeyId) {
       // Created cancelled (its key was revoked): the rest of what a cancel writes. A crash before
       // this leaves a job no live request needs, as a crash between DELETE's two writes used to.
       const { jobs } = cancelStatements(db, now, (r) => eq(r.id, requestId));
       await db.batch([...outboxInserts(db, "request.cancelled", now, (r) => eq(r.id, requestId)), jobs]);
-      view = await getRequest(db, requestId);
+      view = await getRequest(db, requestId, now);
     }
     if (!view) throw new Error("request vanished after insert");
     return { ...view, source };
@@ -255,6 +287,8 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
 const viewColumns = {
   id: fetchRequests.id,
   cancelledAt: fetchRequests.cancelledAt,
+  expiresAt: fetchRequests.expiresAt,
+  expiredAt: fetchRequests.expiredAt,
   url: fetchRequests.url,
   method: fetchRequests.method,
   userId: fetchRequests.userId,
@@ -278,10 +312,16 @@ type ViewRow = {
   [K in keyof typeof viewColumns]: (typeof viewColumns)[K]["_"]["data"] | null;
 };
 
-function toView(r: ViewRow): RequestView {
+/**
+ * A request's row as the API shows it at `now`. The one place that decides a request's status:
+ * `cancelled` (DELETE, key revoked), else `expired` from the instant `expires_at` passes (the sweep
+ * records it later, expireDue; the read does not wait for it), else its job's status.
+ */
+function toView(r: ViewRow, now: number): RequestView {
   const cancelled = r.cancelledAt != null;
-  const status = cancelled ? "cancelled" : (r.jobStatus as JobStatus);
-  const ready = status === "ready";
+  const expired = r.expiredAt != null || (r.expiresAt != null && now >= r.expiresAt);
+  const status = cancelled ? "cancelled" : expired ? "expired" : (r.jobStatus as JobStatus);
+  const ready = status === "ready" || status === "expired";
   return {
     id: r.id!,
     status,
@@ -290,7 +330,13 @@ function toView(r: ViewRow): RequestView {
     userId: r.userId,
     createdAt: r.createdAt!,
     // A request created after its job last changed (cache hit) was still updated "now".
-    updatedAt: Math.max(r.updatedAt ?? 0, r.createdAt ?? 0, r.cancelledAt ?? 0),
+    // An expired request changed at its expiry, which a read may see before any sweep wrote a row.
+    updatedAt: Math.max(
+      r.updatedAt ?? 0,
+      r.createdAt ?? 0,
+      r.cancelledAt ?? 0,
+      status === "expired" ? (r.expiresAt ?? 0) : 0,
+    ),
     completedAt: ready ? r.completedAt : null,
     infohash: r.infohash,
     contentHash: r.contentHash,
@@ -302,6 +348,7 @@ function toView(r: ViewRow): RequestView {
     magnetLink: r.magnetLink,
     jobId: r.jobId!,
     seedNode: r.seedNode,
+    expiresAt: r.expiresAt,
   };
 }
 
@@ -310,10 +357,10 @@ function toView(r: ViewRow): RequestView {
  * a single JSON column instead of ~20 columns: the libSQL driver's per-column conversion cost more
  * than the query itself (measured about 190 µs -> 55 µs per call on a 2-core machine).
  */
-export async function getRequest(db: Database, id: string): Promise<RequestView | null> {
+export async function getRequest(db: Database, id: string, now: number): Promise<RequestView | null> {
   const rs = await db.$client.execute({ sql: GET_REQUEST_SQL, args: [id] });
   const raw = rs.rows[0]?.v;
-  return typeof raw === "string" ? toView(JSON.parse(raw) as ViewRow) : null;
+  return typeof raw === "string" ? toView(JSON.parse(raw) as ViewRow, now) : null;
 }
 
 const VIEW_JSON = sql`json_object(${sql.join(
@@ -347,7 +394,11 @@ export interface ListPosition {
 }
 
 /** The status a request shows, as toView computes it, in SQL. */
-const shownStatus = sql`CASE WHEN ${fetchRequests.cancelledAt} IS NOT NULL THEN 'cancelled' ELSE ${fetchJobs.status} END`;
+/** The status toView shows, in SQL (for the `status` filter): cancelled, then expired, then the job's. */
+const shownStatus = (now: number) =>
+  sql`CASE WHEN ${fetchRequests.cancelledAt} IS NOT NULL THEN 'cancelled'
+    WHEN NOT (${notExpired(fetchRequests, now)}) THEN 'expired'
+    ELSE ${fetchJobs.status} END`;
 
 /** `q` as a LIKE pattern: a plain substring, so the user's `%`, `_` and `\` are escaped. */
 const likePattern = (q: string) => `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
@@ -362,6 +413,7 @@ export async function listRequests(
   db: Database,
   filter: RequestFilter,
   limit: number,
+  now: number,
   after?: ListPosition,
 ): Promise<RequestView[]> {
   const where: SQL[] = [];
@@ -369,7 +421,7 @@ export async function listRequests(
   else if (filter.tenant !== undefined) where.push(sql`${fetchRequests.userId} = ${filter.tenant}`);
   if (filter.statuses?.length)
     where.push(
-      sql`${shownStatus} IN (${sql.join(
+      sql`${shownStatus(now)} IN (${sql.join(
         filter.statuses.map((s) => sql`${s}`),
         sql`, `,
       )})`,
@@ -386,7 +438,7 @@ export async function listRequests(
     ORDER BY ${fetchRequests.createdAt} DESC, ${fetchRequests.id} DESC
     LIMIT ${limit}`);
   const rs = await db.$client.execute({ sql: q.sql, args: q.params as InArgs });
-  return rs.rows.map((r) => toView(JSON.parse(r.v as string) as ViewRow));
+  return rs.rows.map((r) => toView(JSON.parse(r.v as string) as ViewRow, now));
 }
 
 export { torrentBytes as getTorrent } from "../jobs/queue";
@@ -403,7 +455,10 @@ export async function cancelRequest(db: Database, clock: Clock, id: string): Pro
 }
 
 /** The columns `cancelStatements` picks requests by (the table itself, or the outbox's alias of it). */
-type RequestColumns = Pick<typeof fetchRequests, "id" | "apiKeyId" | "cancelledAt">;
+type RequestColumns = Pick<
+  typeof fetchRequests,
+  "id" | "apiKeyId" | "cancelledAt" | "expiresAt" | "expiredAt"
+>;
 
 /**
  * What cancelling the requests `which` picks writes, for the caller to run in one batch (one
@@ -411,13 +466,14 @@ type RequestColumns = Pick<typeof fetchRequests, "id" | "apiKeyId" | "cancelledA
  * `requests` (marks them cancelled; returns each picked request's job), then `jobs`: every job of
  * theirs left without a live request is cancelled as cancelRequest describes. DELETE picks one
  * request by id; revoking an API key picks every request that key made (src/auth/keys.ts).
+ * An expired request stays `expired` (its content is gone already, and it got `request.expired`).
  */
 export function cancelStatements(db: Database, now: number, which: (r: RequestColumns) => SQL) {
-  const picked = which(fetchRequests);
+  const picked = and(which(fetchRequests), notExpired(fetchRequests, now))!;
   return {
     // `request.cancelled` only for requests this batch is what cancels.
     outbox: outboxInserts(db, "request.cancelled", now, (r) =>
-      and(which(r as unknown as RequestColumns), isNull(r.cancelledAt)),
+      and(which(r as unknown as RequestColumns), isNull(r.cancelledAt), notExpired(r, now)),
     ),
     requests: db
       .update(fetchRequests)
@@ -427,7 +483,10 @@ export function cancelStatements(db: Database, now: number, which: (r: RequestCo
     jobs: unneededJobsCancel(
       db,
       now,
-      inArray(fetchJobs.id, db.select({ jobId: fetchRequests.jobId }).from(fetchRequests).where(picked)),
+      inArray(
+        fetchJobs.id,
+        db.select({ jobId: fetchRequests.jobId }).from(fetchRequests).where(which(fetchRequests)),
+      ),
     ),
   };
 }
@@ -438,9 +497,10 @@ async function cancelUnneededJob(db: Database, jobId: string, now: number): Prom
 }
 
 /**
- * Cancels the jobs `picked` selects that no live request needs: a queued or ready one at once, a
- * running one through `cancel_requested`. NOT EXISTS is evaluated inside this one statement, so a
- * request that joined the job a moment ago keeps it alive.
+ * Cancels the jobs `picked` selects that no live request (liveRequest: neither cancelled nor
+ * expired) needs: a queued or ready one at once, a running one through `cancel_requested`. NOT
+ * EXISTS is evaluated inside this one statement, so a request that joined the job a moment ago
+ * keeps it alive.
  */
 function unneededJobsCancel(db: Database, now: number, picked: SQL) {
   return db
@@ -459,8 +519,60 @@ function unneededJobsCancel(db: Database, now: number, picked: SQL) {
           db
             .select({ one: sql`1` })
             .from(fetchRequests)
-            .where(and(eq(fetchRequests.jobId, fetchJobs.id), isNull(fetchRequests.cancelledAt))),
+            .where(and(eq(fetchRequests.jobId, fetchJobs.id), liveRequest(fetchRequests, now))),
         ),
       ),
     );
+}
+
+/**
+ * The expiry sweep: records every request whose `expires_at` has passed as expired, writes its
+ * `request.expired` webhook rows, and marks `expired` each ready job left without a live request,
+ * which stops its seeding (listSeedable) and lets its node remove the blob (needsContentOn), unless
+ * another live job of that node records the same content. Returns the requests it expired.
+ *
+ * Leaderless and exactly-once: one batch (one write transaction; SQLite runs one at a time), every
+ * statement conditioned on `expired_at IS NULL`, so of several nodes running it at once the first
+ * expires a request and writes its webhook rows, the others find nothing. Cheap when idle: the
+ * due scan reads only the partial index `fetch_requests_due` (requests waiting to expire).
+ * Run by every node's reconcile loop (NODE__RESEED_INTERVAL_MS); safe to call from anywhere.
+ */
+export async function expireDue(db: Database, clock: Clock): Promise<{ id: string; jobId: string }[]> {
+  const now = clock.now();
+  const due = (r: RequestColumns) =>
+    and(isNull(r.expiredAt), isNull(r.cancelledAt), isNotNull(r.expiresAt), lte(r.expiresAt, now));
+  const results = await db.batch([
+    ...outboxInserts(db, "request.expired", now, (r) => due(r as unknown as RequestColumns)),
+    db
+      .update(fetchRequests)
+      .set({ expiredAt: now })
+      .where(due(fetchRequests))
+      .returning({ id: fetchRequests.id, jobId: fetchRequests.jobId }),
+    // A job that is not ready (cancelled meanwhile, say) keeps its status; a ready one with a live
+    // request left (a longer retention, a new request reusing it) stays ready and seeded.
+    db
+      .update(fetchJobs)
+      .set({ status: "expired", seeding: false, updatedAt: now })
+      .where(
+        and(
+          inArray(
+            fetchJobs.id,
+            db
+              .select({ jobId: fetchRequests.jobId })
+              .from(fetchRequests)
+              .where(eq(fetchRequests.expiredAt, now)),
+          ),
+          // Unary + keeps SQLite from scanning every ready job by the status index: the jobs come
+          // from the few requests just expired (fetch_requests_expired), each by its primary key.
+          sql`+${fetchJobs.status} = 'ready'`,
+          notExists(
+            db
+              .select({ one: sql`1` })
+              .from(fetchRequests)
+              .where(and(eq(fetchRequests.jobId, fetchJobs.id), liveRequest(fetchRequests, now))),
+          ),
+        ),
+      ),
+  ]);
+  return results[2] as { id: string; jobId: string }[];
 }

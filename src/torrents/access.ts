@@ -3,7 +3,8 @@
  * and only while that request is live. The node's tracker, web seed and BitTorrent port ask here;
  * the API asks `requestPasskey` for the passkey it writes into the owner's .torrent and magnet.
  *
- * A passkey is live when its request is not cancelled, its job is `ready`, the API key that made
+ * A passkey is live when its request is not cancelled nor expired (its `expires_at` passed, even
+ * before a sweep records it: the request reads `expired` from that instant), its job is `ready`, the API key that made
  * the request (if any) is not revoked, and TORRENT__PASSKEY_TTL_SECONDS (when set) has not passed
  * since the request became ready. Every check reads the database, so a DELETE or a key revocation
  * takes effect on the next announce or web seed request, whichever process made it.
@@ -12,15 +13,16 @@ import { and, eq, inArray, isNotNull, isNull, notExists, or, sql } from "drizzle
 import { timingSafeEqual, utf8 } from "../auth/crypto";
 import type { Database } from "../db";
 import { apiKeys, fetchJobs, fetchRequests } from "../db/schema";
+import { liveRequest } from "../requests/expiry";
 import { passkeyedMagnet } from "./links";
 import { newPasskey, PASSKEY_PATTERN, passkeyHash } from "./passkey";
 
 export type TorrentAccess = "passkey" | "open";
 
-/** Request and job rows (joined) whose passkey is live, apart from TORRENT__PASSKEY_TTL_SECONDS. */
-function live(db: Database) {
+/** Request and job rows (joined) whose passkey is live at `now`, apart from TORRENT__PASSKEY_TTL_SECONDS. */
+function live(db: Database, now: number) {
   return and(
-    isNull(fetchRequests.cancelledAt),
+    liveRequest(fetchRequests, now),
     eq(fetchJobs.status, "ready"),
     or(
       isNull(fetchRequests.apiKeyId),
@@ -72,7 +74,7 @@ export async function passkeyGrant(
     })
     .from(fetchRequests)
     .innerJoin(fetchJobs, eq(fetchJobs.id, fetchRequests.jobId))
-    .where(and(eq(fetchRequests.passkeyHash, hash), live(db)))
+    .where(and(eq(fetchRequests.passkeyHash, hash), live(db, now)))
     .limit(1);
   const r = rows[0];
   // The lookup went by hash; comparing the secrets too costs nothing and keeps a hash collision
@@ -131,7 +133,7 @@ export async function liveGrantHashes(
       })
       .from(fetchRequests)
       .innerJoin(fetchJobs, eq(fetchJobs.id, fetchRequests.jobId))
-      .where(and(inArray(fetchRequests.passkeyHash, chunk), live(db)));
+      .where(and(inArray(fetchRequests.passkeyHash, chunk), live(db, now)));
     for (const r of rows) if (r.hash && !expired(r, now, ttlSeconds)) alive.add(r.hash);
   }
   return alive;

@@ -39,6 +39,7 @@ const EVENT_STATUS: Record<WebhookEventType, string> = {
   "request.ready": "ready",
   "request.failed": "error",
   "request.cancelled": "cancelled",
+  "request.expired": "expired",
 };
 
 /** The rows an outbox insert reads: a request (`r`) joined with its job (`j`). */

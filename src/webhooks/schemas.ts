@@ -24,7 +24,7 @@ export const webhookUrl = (what: string) =>
 export const callbackUrlField = v.pipe(
   v.optional(v.nullable(webhookUrl("callback_url")), null),
   v.description(
-    "Where to POST this request's events (request.ready, request.failed, request.cancelled), signed per Standard Webhooks with WEBHOOK__SECRET.",
+    "Where to POST this request's events (request.ready, request.failed, request.cancelled, request.expired), signed per Standard Webhooks with WEBHOOK__SECRET.",
   ),
 );
 

@@ -51,6 +51,7 @@ const STATUS_KEYS = [
   "content_type",
   "error_message",
   "progress",
+  "expires_at",
 ];
 
 async function create(call: Caller, url: string, extra: Record<string, unknown> = {}): Promise<string> {

@@ -31,7 +31,7 @@ async function setup() {
   const a = await createApiKey(t.db, { name: "laptop", tenant: "team", now: clock.now() });
   const b = await createApiKey(t.db, { name: "server", tenant: "team", now: clock.now() });
   const job = async (requestId: string) => {
-    const view = await getRequest(t.db, requestId);
+    const view = await getRequest(t.db, requestId, clock.now());
     const [row] = await t.db
       .select({ status: fetchJobs.status, cancelRequested: fetchJobs.cancelRequested })
       .from(fetchJobs)
@@ -60,14 +60,15 @@ describe("revoking an API key", () => {
     clock.advance(1000);
     expect(await revokeApiKey(db, a.id, clock.now())).toEqual({ outcome: "revoked", cancelledRequests: 3 });
 
-    for (const r of [running, alone, shared]) expect((await getRequest(db, r.id))!.status).toBe("cancelled");
+    for (const r of [running, alone, shared])
+      expect((await getRequest(db, r.id, clock.now()))!.status).toBe("cancelled");
     expect(await job(alone.id)).toEqual({ status: "cancelled", cancelRequested: true });
     // its node sees cancel_requested at the next heartbeat and aborts the fetch
     expect(await job(running.id)).toEqual({ status: "fetching", cancelRequested: true });
     // b's request still needs the shared fetch
     expect(await job(shared.id)).toEqual({ status: "queued", cancelRequested: false });
-    expect((await getRequest(db, sharedByB.id))!.status).toBe("queued");
-    expect((await getRequest(db, other.id))!.status).toBe("queued");
+    expect((await getRequest(db, sharedByB.id, clock.now()))!.status).toBe("queued");
+    expect((await getRequest(db, other.id, clock.now()))!.status).toBe("queued");
     const events = await db
       .select({ type: webhookDeliveries.eventType })
       .from(webhookDeliveries)

@@ -70,7 +70,7 @@ test("given a 0.2 database with a queued job, upgrading keeps it claimable by an
     expect(direct.map((j) => j.id)).toEqual(["old-job"]);
     expect(await markWaitingForProxy(db, clock, {})).toBe(1);
     expect(await markWaitingForProxy(db, clock, {})).toBe(0);
-    const waiting = await getRequest(db, req.id);
+    const waiting = await getRequest(db, req.id, clock.now());
     expect(waiting!.status).toBe("queued");
     expect(waiting!.errorMessage).toBe(WAITING_FOR_PROXY_MESSAGE);
     // A node with a proxy takes it, and the note goes away.
@@ -82,7 +82,7 @@ test("given a 0.2 database with a queued job, upgrading keeps it claimable by an
     });
     expect(proxied.map((j) => j.id)).toEqual([req.jobId]);
     expect(proxied[0]!.errorMessage).toBeNull();
-    expect((await getRequest(db, req.id))!.errorMessage).toBeNull();
+    expect((await getRequest(db, req.id, clock.now()))!.errorMessage).toBeNull();
     // The proxied node dies mid-fetch: its lease expires; a node without a proxy still does not
     // take the job, and puts it back in the queue saying why it waits.
     expect(await markWaitingForProxy(db, clock, {})).toBe(0);
@@ -90,7 +90,7 @@ test("given a 0.2 database with a queued job, upgrading keeps it claimable by an
     const again = await claimJobs(db, clock, { nodeName: "direct", limit: 10, leaseMs: 30_000 });
     expect(again.map((j) => j.id)).toEqual(["old-job"]); // its own expired lease; not the proxy job
     expect(await markWaitingForProxy(db, clock, {})).toBe(1);
-    const requeued = await getRequest(db, req.id);
+    const requeued = await getRequest(db, req.id, clock.now());
     expect(requeued!.status).toBe("queued");
     expect(requeued!.errorMessage).toBe(WAITING_FOR_PROXY_MESSAGE);
     client.close();

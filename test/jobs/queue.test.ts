@@ -124,7 +124,7 @@ describe("failures", () => {
         expect(await claimJobs(t.db, clock, { nodeName: "a", limit: 1, leaseMs: 30_000 })).toEqual([]);
       clock.advance(10 * 60_000);
     }
-    const view = await getRequest(t.db, req.id);
+    const view = await getRequest(t.db, req.id, clock.now());
     expect(view!.status).toBe("error");
     expect(view!.errorMessage).toBe("Connection reset by the origin (gave up after 3 attempts)");
     t.client.close();
@@ -145,7 +145,7 @@ describe("failures", () => {
         transient: false,
       },
     );
-    expect((await getRequest(t.db, req.id))!.errorMessage).toBe("Origin answered 404 Not Found");
+    expect((await getRequest(t.db, req.id, clock.now()))!.errorMessage).toBe("Origin answered 404 Not Found");
     t.client.close();
   });
 });
@@ -192,8 +192,8 @@ describe("sharing and cancelling", () => {
     await cancelRequest(t.db, clock, a.id);
     const job = async () => (await t.db.select().from(fetchJobs).where(eq(fetchJobs.id, a.jobId)))[0]!;
     expect((await job()).status).toBe("queued");
-    expect((await getRequest(t.db, a.id))!.status).toBe("cancelled");
-    expect((await getRequest(t.db, b.id))!.status).toBe("queued");
+    expect((await getRequest(t.db, a.id, clock.now()))!.status).toBe("cancelled");
+    expect((await getRequest(t.db, b.id, clock.now()))!.status).toBe("queued");
     await cancelRequest(t.db, clock, b.id);
     expect((await job()).status).toBe("cancelled");
     expect(await claimJobs(t.db, clock, { nodeName: "n", limit: 10, leaseMs: 30_000 })).toEqual([]);

@@ -61,6 +61,7 @@ function statusBody(r: RequestView) {
     content_type: r.contentType,
     error_message: r.errorMessage,
     progress: r.progress,
+    expires_at: iso(r.expiresAt),
   };
 }
 
@@ -91,7 +92,7 @@ export function requestRoutes(deps: AppDeps) {
     r !== null && (who.admin || r.userId === who.id);
 
   async function load(id: string, who: Principal): Promise<RequestView> {
-    const r = await getRequest(db, id);
+    const r = await getRequest(db, id, clock.now());
     if (!visible(r, who)) throw notFound(id);
     return r;
   }
@@ -106,6 +107,12 @@ export function requestRoutes(deps: AppDeps) {
   }
 
   function requireReady(r: RequestView) {
+    // 410, not 400: an expired request will never be ready again (its content is let go).
+    if (r.status === "expired")
+      throw new ApiError(
+        410,
+        `Request expired at ${iso(r.expiresAt)}: its retention ended and its content is no longer stored or seeded`,
+      );
     if (r.status !== "ready") throw new ApiError(400, `Request not ready (status: ${r.status})`);
   }
 
@@ -160,7 +167,7 @@ export function requestRoutes(deps: AppDeps) {
     }),
     requireScope("requests:create"),
     jsonBody,
-    validator("json", createRequestSchema(config.cache.maxTtl, config.cache.defaultTtl), (result, c) => {
+    validator("json", createRequestSchema(config.cache, config.storage), (result, c) => {
       const refused = invalid(result, c);
       if (refused) return refused;
       checkTargetUrl(result.data.url);
@@ -175,7 +182,7 @@ export function requestRoutes(deps: AppDeps) {
         : null;
       const principal = c.get("principal");
       const limits = await keyLimits(db, config, principal.keyId);
-      await checkQuotas(db, principal.id, limits).catch(refuseOverQuota);
+      await checkQuotas(db, principal.id, limits, clock.now()).catch(refuseOverQuota);
       const view = await createRequest(db, clock, {
         url: input.url,
         method: input.method,
@@ -193,6 +200,7 @@ export function requestRoutes(deps: AppDeps) {
         egress: requiredEgress(config),
         apiKeyId: principal.keyId ?? null,
         maxActive: limits.maxActive,
+        retention: input.retention,
       }).catch(refuseOverQuota);
       deps.onRequestCreated?.(view.source ?? "fetch");
       return c.json(
@@ -244,7 +252,7 @@ export function requestRoutes(deps: AppDeps) {
       const q = c.req.valid("query");
       const filter = historyFilter(q, c.get("principal"));
       // One more than the page: whether it exists decides next_cursor, so the last page says null.
-      const rows = await listRequests(db, filter, q.limit + 1, q.cursor);
+      const rows = await listRequests(db, filter, q.limit + 1, clock.now(), q.cursor);
       const items = rows.slice(0, q.limit);
       const last = items.at(-1);
       return c.json({
@@ -281,7 +289,7 @@ export function requestRoutes(deps: AppDeps) {
       const body = exportStream({
         format: q.format,
         columns: STATUS_COLUMNS,
-        page: (after) => listRequests(db, filter, EXPORT_BATCH, after),
+        page: (after) => listRequests(db, filter, EXPORT_BATCH, clock.now(), after),
         body: statusBody,
         onError: (e) =>
           deps.log.error("export failed", { request_id: requestId, err: (e as Error)?.message ?? String(e) }),
@@ -335,6 +343,7 @@ export function requestRoutes(deps: AppDeps) {
         200: { description: "The .torrent file", content: { "application/x-bittorrent": {} } },
         400: err("Not ready yet"),
         404: err("No such request"),
+        410: err("The request expired (its retention ended): the content is no longer stored or seeded"),
       },
     }),
     requireScope("requests:read"),
@@ -363,6 +372,7 @@ export function requestRoutes(deps: AppDeps) {
         200: { description: "Magnet link", content: json(magnetResponse) },
         400: err("Not ready yet"),
         404: err("No such request"),
+        410: err("The request expired (its retention ended): the content is no longer stored or seeded"),
       },
     }),
     requireScope("requests:read"),

@@ -34,7 +34,7 @@ export function usageRoutes(deps: AppDeps) {
       if (other && !who.admin) throw new ApiError(403, "Only admins may ask for another tenant's usage");
       const tenant = other ? asked : who.id;
       const [usage, limits] = await Promise.all([
-        tenantUsage(db, tenant),
+        tenantUsage(db, tenant, deps.clock.now()),
         other ? tenantLimits(db, config, asked) : keyLimits(db, config, who.keyId),
       ]);
       return c.json({

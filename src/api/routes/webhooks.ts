@@ -124,7 +124,7 @@ export function webhookRoutes(deps: AppDeps) {
     describeRoute({
       summary: "Register a webhook endpoint",
       description:
-        "Events of your requests (request.ready, request.failed, request.cancelled) are POSTed to the URL, signed per Standard Webhooks with the returned secret. Private, loopback and link-local addresses are refused unless the service allows private networks.",
+        "Events of your requests (request.ready, request.failed, request.cancelled, request.expired) are POSTed to the URL, signed per Standard Webhooks with the returned secret. Private, loopback and link-local addresses are refused unless the service allows private networks.",
       responses: {
         201: {
           description: "Created (the secret is shown only here)",

@@ -32,6 +32,9 @@ export const JOB_STATUSES = [
   "ready",
   "error",
   "cancelled",
+  // The job's content was ready, and every request for it expired (or was cancelled with at least
+  // one expired): it is no longer seeded and its blob is not needed (src/requests/service.ts).
+  "expired",
 ] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export type JobEgress = "proxy";
@@ -133,6 +136,20 @@ export const fetchRequests = sqliteTable(
     passkeyHash: text("passkey_hash"),
     /** The API key that created the request (null for JWTs, static tokens, no auth): revoking it cancels the request. */
     apiKeyId: text("api_key_id"),
+    /**
+     * Seconds the content stays stored and seeded for this request once it is ready (POST
+     * `retention`). Null on rows from before 0008: those never expire (kept until cancelled).
+     */
+    retention: integer("retention"),
+    /**
+     * When the request expires: max(created_at, its job's completed_at) + retention, written when
+     * the content becomes ready for it (completeJob, or the link to a job already ready). Null
+     * while not ready, or without retention. A request is `expired` from this instant on; the
+     * status read compares it with the clock, so no sweep delay shows.
+     */
+    expiresAt: integer("expires_at"),
+    /** When a sweep (expireDue) recorded the expiry and wrote `request.expired`: exactly once. */
+    expiredAt: integer("expired_at"),
   },
   (t) => [
     index("fetch_requests_job").on(t.jobId),
@@ -145,6 +162,12 @@ export const fetchRequests = sqliteTable(
     // A tenant's live requests and their jobs, from the index alone (the quota usage queries);
     // cancelled_at is in it only so SQLite reads no row to check the WHERE.
     index("fetch_requests_live_user").on(t.userId, t.jobId, t.cancelledAt).where(sql`cancelled_at IS NULL`),
+    // The expiry sweep's scan: only requests still waiting to expire are in it, so it stays small.
+    index("fetch_requests_due")
+      .on(t.expiresAt)
+      .where(sql`expires_at IS NOT NULL AND expired_at IS NULL AND cancelled_at IS NULL`),
+    // Jobs of the requests a sweep just expired (and, later, purges of old expired history).
+    index("fetch_requests_expired").on(t.expiredAt).where(sql`expired_at IS NOT NULL`),
   ],
 );
 

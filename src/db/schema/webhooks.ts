@@ -17,7 +17,12 @@
 import { index, integer, sqliteTable, text } from "drizzle-orm/sqlite-core";
 import { fetchRequests } from "./jobs";
 
-export const WEBHOOK_EVENT_TYPES = ["request.ready", "request.failed", "request.cancelled"] as const;
+export const WEBHOOK_EVENT_TYPES = [
+  "request.ready",
+  "request.failed",
+  "request.cancelled",
+  "request.expired",
+] as const;
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 
 export const DELIVERY_STATUSES = ["pending", "delivering", "delivered", "failed"] as const;
