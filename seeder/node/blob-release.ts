@@ -64,14 +64,15 @@ export async function releaseBlob(deps: BlobReleaseDeps, contentHash: string): P
 /**
  * The sweep (at start-up and on every GC tick, seeder/node/gc.ts): every blob of the store that no
  * live job of this node records goes (each one re-checked by releaseBlob under its lock, so jobs
- * that started meanwhile keep theirs). With `measure`, the blobs kept are sized too (one stat
- * each) and handed to it: the store's exact size for the metrics, at no extra directory walk.
+ * that started meanwhile keep theirs). With `measure`, the blobs kept are handed to it with their
+ * sizes: the store's exact size for the metrics, at no extra directory walk. A blob's size never
+ * changes (its name is its content's hash), so only blobs `measure` does not know yet are stat'ed.
  */
 export async function sweepBlobs(
   deps: BlobReleaseDeps,
   /** Checked between blobs: a node shutting down does not finish the sweep. */
   stopped: () => boolean = () => false,
-  measure?: (kept: Map<string, number>) => void,
+  measure?: Pick<StoreUsage, "sizeOf" | "scanned">,
 ): Promise<{ removed: number; bytes: number }> {
   const needed = await contentNeededOn(deps.db, deps.nodeName);
   const kept = new Map<string, number>();
@@ -84,10 +85,10 @@ export async function sweepBlobs(
       removed++;
       bytes += n;
     } else if (measure) {
-      const size = await deps.store.size(hash);
+      const size = measure.sizeOf(hash) ?? (await deps.store.size(hash));
       if (size !== null) kept.set(hash, size);
     }
   }
-  measure?.(kept);
+  measure?.scanned(kept);
   return { removed, bytes };
 }

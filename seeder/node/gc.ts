@@ -18,8 +18,12 @@ import { type BlobReleaseDeps, sweepBlobs } from "./blob-release";
 
 /**
  * What this node's content store holds, for the `proxytorrent_store_*` gauges: exact after each
- * sweep (which sizes every blob it keeps), and kept current in between by the node telling it of
- * each blob a job stores and each removal. Hash -> size, so a body stored twice counts once.
+ * sweep (which lists every blob it keeps and stats those it does not know yet), and kept current
+ * in between by the node telling it of each blob a job stores and each removal. Hash -> size, so
+ * a body stored twice counts once. Measured for 10,000 blobs (2 cores shared with other work,
+ * so ranges): a sweep takes 170-490 ms (one readdir per fan-out folder, one query), stat'ing every
+ * blob on the first tick 130-600 ms more; later ticks stat only blobs they have not seen, and
+ * cost what the sweep costs. Summing the sizes at a scrape: under 0.1 ms.
  */
 export class StoreUsage {
   private sizes = new Map<string, number>();
@@ -34,6 +38,11 @@ export class StoreUsage {
   removed(hash: string): void {
     this.sizes.delete(hash);
     this.during?.set(hash, null);
+  }
+
+  /** The size of a blob known to be in the store. */
+  sizeOf(hash: string): number | undefined {
+    return this.sizes.get(hash);
   }
 
   /** A sweep starts walking the store. */
@@ -123,11 +132,7 @@ export class GarbageCollector {
       nodeMs: config.storage.nodeRetentionMs,
     });
     usage.scanning();
-    const swept = await sweepBlobs(
-      this.deps.blobs(),
-      () => this.stopped,
-      (kept) => usage.scanned(kept),
-    );
+    const swept = await sweepBlobs(this.deps.blobs(), () => this.stopped, usage);
     const ms = performance.now() - t0;
     metrics?.gcRuns.inc();
     metrics?.gcDuration.observe(ms / 1000);

@@ -4,10 +4,18 @@
  * (seeder/node/gc.ts); it lives here so any process with the database (an API alone, a Worker's
  * scheduled handler) could run it too.
  *
- * Safe to run on any number of processes at once, with no leader: every batch is one DELETE (or
- * one transaction) whose conditions are evaluated inside it, and SQLite runs one write at a time.
- * Two processes deleting the same batch simply find fewer rows; no statement can delete a row that
- * a concurrent write made live again, because that write is ordered wholly before or after it.
+ * Each batch first reads the keys of up to `batch` rows that may go (a plain read: it takes no
+ * write lock, however many rows it has to look at), then deletes those keys in one statement (or
+ * one transaction) that checks the same conditions again. The write therefore only touches rows
+ * by key and holds the database's single write lock for a few milliseconds. Measured (2 cores,
+ * libSQL file): a tick with nothing to delete over 100,000 requests, jobs and deliveries spent
+ * ~75 ms scanning when the scans ran inside the DELETEs (every other writer waiting), ~37 ms as
+ * reads that block no one; deleting 10,000 job rows took 100-250 ms in 20 batches.
+ *
+ * Safe to run on any number of processes at once, with no leader: the write re-checks every
+ * condition inside itself, and SQLite runs one write at a time, so a row a concurrent write made
+ * live again (a request linked to a job, a delivery sent again) is never deleted; two processes
+ * deleting the same batch simply find fewer rows.
  *
  * What goes (retention settings in STORAGE__*):
  * - auth nonces past their expiry and rate-limit windows that ended (both behave exactly like
@@ -104,70 +112,87 @@ export async function purgeRows(
   };
   let done = true;
 
-  /** Run `step` (one batch; returns the rows its driving table lost) until a short batch or the budget. */
-  const drain = async (step: () => Promise<number>) => {
-    if (!done) return;
+  /** Keys of up to `n` rows of `table` matching `where` (a read): how many, and as an SQL list. */
+  const pick = async (table: SQLiteTable, key: SQL, where: SQL) => {
+    const rows = await db.all<{ k: string | number }>(
+      sql`SELECT ${key} AS k FROM ${table} WHERE ${where} LIMIT ${n}`,
+    );
+    const list = sql`(${sql.join(
+      rows.map((r) => sql`${r.k}`),
+      sql`, `,
+    )})`;
+    return { count: rows.length, list };
+  };
+
+  /**
+   * Batches of `table`'s rows matching `where` (picked, then `remove`d with the conditions checked
+   * again) until a batch comes back short or the time budget is spent.
+   */
+  const drain = async (
+    table: SQLiteTable,
+    key: SQL,
+    where: SQL,
+    remove: (keys: SQL) => Promise<void>,
+  ): Promise<void> => {
     for (;;) {
+      if (!done) return;
       if (wall() >= deadline) {
         done = false;
         return;
       }
-      if ((await step()) < n) return;
+      const keys = await pick(table, key, where);
+      if (keys.count === 0) return;
+      await remove(keys.list);
+      if (keys.count < n) return;
     }
   };
 
-  /** One DELETE of up to `n` rows of `table` matching `where`. */
-  const single = (table: SQLiteTable, name: PurgedTable, where: SQL) => async () => {
-    const res = await db.run(
-      sql`DELETE FROM ${table} WHERE rowid IN (SELECT rowid FROM ${table} WHERE ${where} LIMIT ${n})`,
-    );
-    add(name, res.rowsAffected);
-    return res.rowsAffected;
-  };
+  /** Rows of one table: one DELETE per batch. */
+  const single = (table: SQLiteTable, name: PurgedTable, key: SQL, where: SQL) =>
+    drain(table, key, where, async (keys) => {
+      add(name, (await db.run(sql`DELETE FROM ${table} WHERE ${key} IN ${keys} AND ${where}`)).rowsAffected);
+    });
 
-  await drain(single(authNonces, "auth_nonces", sql`${authNonces.expiresAt} < ${now}`));
-  await drain(single(rateLimits, "rate_limits", sql`${rateLimits.expiresAt} < ${now}`));
-  await drain(single(nodes, "nodes", sql`${nodes.lastSeenAt} < ${now - retention.nodeMs}`));
+  const ROWID = sql`rowid`;
+  await single(authNonces, "auth_nonces", ROWID, sql`${authNonces.expiresAt} < ${now}`);
+  await single(rateLimits, "rate_limits", ROWID, sql`${rateLimits.expiresAt} < ${now}`);
+  await single(nodes, "nodes", ROWID, sql`${nodes.lastSeenAt} < ${now - retention.nodeMs}`);
 
   if (retention.webhookMs > 0) {
-    // The same sub-select in both statements of one transaction picks the same rows: nothing
-    // else writes in between, and the first statement does not touch webhook_deliveries.
-    const picked = sql`SELECT ${webhookDeliveries.id} FROM ${webhookDeliveries}
-      WHERE ${ENDED_DELIVERY} AND ${webhookDeliveries.updatedAt} < ${now - retention.webhookMs} LIMIT ${n}`;
-    await drain(async () => {
+    const old = sql`${ENDED_DELIVERY} AND ${webhookDeliveries.updatedAt} < ${now - retention.webhookMs}`;
+    await drain(webhookDeliveries, sql`${webhookDeliveries.id}`, old, async (keys) => {
+      // The picked deliveries that still match, in both statements of one transaction.
+      const still = sql`SELECT ${webhookDeliveries.id} FROM ${webhookDeliveries}
+        WHERE ${webhookDeliveries.id} IN ${keys} AND ${old}`;
       const [attempts, deliveries] = await db.batch([
-        db.run(sql`DELETE FROM ${webhookAttempts} WHERE ${webhookAttempts.deliveryId} IN (${picked})`),
-        db.run(sql`DELETE FROM ${webhookDeliveries} WHERE ${webhookDeliveries.id} IN (${picked})`),
+        db.run(sql`DELETE FROM ${webhookAttempts} WHERE ${webhookAttempts.deliveryId} IN (${still})`),
+        db.run(sql`DELETE FROM ${webhookDeliveries} WHERE ${webhookDeliveries.id} IN (${still})`),
       ]);
       add("webhook_attempts", attempts.rowsAffected);
       add("webhook_deliveries", deliveries.rowsAffected);
-      return deliveries.rowsAffected;
     });
   }
 
   if (retention.historyMs > 0) {
-    // Requests first (with what hangs off them), then the jobs that lost their last request.
-    // Same reasoning as above: the request rows go in the last statement, so each statement's
-    // sub-select sees the same requests.
-    const picked = sql`SELECT ${fetchRequests.id} FROM ${fetchRequests}
-      WHERE ${fetchRequests.createdAt} < ${now - retention.historyMs} AND NOT (${REQUEST_LIVE}) LIMIT ${n}`;
-    // Deliveries still pending stay: they finish (or fail) and go with STORAGE__WEBHOOK_RETENTION.
-    const endedDeliveries = sql`SELECT ${webhookDeliveries.id} FROM ${webhookDeliveries}
-      WHERE ${webhookDeliveries.requestId} IN (${picked}) AND ${ENDED_DELIVERY}`;
-    await drain(async () => {
+    // Requests with what hangs off them, in one transaction; the request rows go last, so every
+    // statement's sub-select sees the same requests.
+    const old = sql`${fetchRequests.createdAt} < ${now - retention.historyMs} AND NOT (${REQUEST_LIVE})`;
+    await drain(fetchRequests, sql`${fetchRequests.id}`, old, async (keys) => {
+      const still = sql`SELECT ${fetchRequests.id} FROM ${fetchRequests}
+        WHERE ${fetchRequests.id} IN ${keys} AND ${old}`;
+      // Deliveries still pending stay: they finish (or fail) and go with STORAGE__WEBHOOK_RETENTION.
+      const ended = sql`SELECT ${webhookDeliveries.id} FROM ${webhookDeliveries}
+        WHERE ${webhookDeliveries.requestId} IN (${still}) AND ${ENDED_DELIVERY}`;
       const [attempts, deliveries, callbacks, requests] = await db.batch([
-        db.run(
-          sql`DELETE FROM ${webhookAttempts} WHERE ${webhookAttempts.deliveryId} IN (${endedDeliveries})`,
-        ),
-        db.run(sql`DELETE FROM ${webhookDeliveries} WHERE ${webhookDeliveries.id} IN (${endedDeliveries})`),
-        db.run(sql`DELETE FROM ${requestCallbacks} WHERE ${requestCallbacks.requestId} IN (${picked})`),
-        db.run(sql`DELETE FROM ${fetchRequests} WHERE ${fetchRequests.id} IN (${picked})`),
+        db.run(sql`DELETE FROM ${webhookAttempts} WHERE ${webhookAttempts.deliveryId} IN (${ended})`),
+        db.run(sql`DELETE FROM ${webhookDeliveries} WHERE ${webhookDeliveries.id} IN (${ended})`),
+        db.run(sql`DELETE FROM ${requestCallbacks} WHERE ${requestCallbacks.requestId} IN (${still})`),
+        db.run(sql`DELETE FROM ${fetchRequests} WHERE ${fetchRequests.id} IN (${still})`),
       ]);
       add("webhook_attempts", attempts.rowsAffected);
       add("webhook_deliveries", deliveries.rowsAffected);
       add("request_callbacks", callbacks.rowsAffected);
       add("fetch_requests", requests.rowsAffected);
-      return requests.rowsAffected;
     });
   }
   // A job no request references (its requests went as history, or it was made for a request a
@@ -175,13 +200,12 @@ export async function purgeRows(
   // links to the job first keeps it; one that links after finds the job gone (createRequest links
   // only to an existing job, in one statement) and makes a new one. Active jobs stay whatever
   // references them (a request is being linked to a new one).
-  await drain(
-    single(
-      fetchJobs,
-      "fetch_jobs",
-      sql`${fetchJobs.status} IN ('ready', 'error', 'cancelled') AND NOT EXISTS (SELECT 1 FROM ${fetchRequests}
-        WHERE ${fetchRequests.jobId} = ${fetchJobs.id})`,
-    ),
+  await single(
+    fetchJobs,
+    "fetch_jobs",
+    sql`${fetchJobs.id}`,
+    sql`${fetchJobs.status} IN ('ready', 'error', 'cancelled') AND NOT EXISTS (SELECT 1 FROM ${fetchRequests}
+      WHERE ${fetchRequests.jobId} = ${fetchJobs.id})`,
   );
   return { counts, done };
 }
