@@ -126,11 +126,16 @@ export class GarbageCollector {
   async tick(): Promise<GcTick> {
     const { config, db, clock, log, metrics, usage } = this.deps;
     const t0 = performance.now();
-    const { counts } = await purgeRows(db, clock, {
-      historyMs: config.storage.historyRetentionMs,
-      webhookMs: config.storage.webhookRetentionMs,
-      nodeMs: config.storage.nodeRetentionMs,
-    });
+    const { counts } = await purgeRows(
+      db,
+      clock,
+      {
+        historyMs: config.storage.historyRetentionMs,
+        webhookMs: config.storage.webhookRetentionMs,
+        nodeMs: config.storage.nodeRetentionMs,
+      },
+      { stopped: () => this.stopped },
+    );
     usage.scanning();
     const swept = await sweepBlobs(this.deps.blobs(), () => this.stopped, usage);
     const ms = performance.now() - t0;

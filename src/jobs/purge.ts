@@ -71,6 +71,8 @@ export interface PurgeOptions {
   budgetMs?: number;
   /** Wall time for the budget (tests pass their own). */
   now?: () => number;
+  /** Checked before each batch: a process shutting down stops starting new ones. */
+  stopped?: () => boolean;
 }
 
 export interface PurgeResult {
@@ -136,7 +138,7 @@ export async function purgeRows(
   ): Promise<void> => {
     for (;;) {
       if (!done) return;
-      if (wall() >= deadline) {
+      if (wall() >= deadline || opts.stopped?.()) {
         done = false;
         return;
       }

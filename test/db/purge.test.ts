@@ -276,6 +276,11 @@ describe("purging rows past their retention", () => {
     const partial = await purgeRows(db, clock, RETENTION, { batch: 2, budgetMs: 25, now: ticking });
     expect(partial).toEqual({ counts: { auth_nonces: 4 }, done: false });
     expect((await db.select().from(authNonces)).length).toBe(3);
+    // A process shutting down starts no batch.
+    expect(await purgeRows(db, clock, RETENTION, { stopped: () => true })).toEqual({
+      counts: {},
+      done: false,
+    });
     expect((await purgeRows(db, clock, RETENTION, { batch: 2 })).counts).toEqual({ auth_nonces: 3 });
     client.close();
   });

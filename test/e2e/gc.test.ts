@@ -93,9 +93,10 @@ describe("garbage collection on a running node", () => {
     expect(kept.status).toBe("ready");
     await storeIs(svc, { blobs: 1, bytes: 300_000 }, "the gauges to count the ready content");
 
-    // Content this node holds for a job of its own that it does not seed (as a job that became
-    // ready while every request for it was going away leaves it): no unseed will ever release it,
-    // only the sweep can. Written the way a commit writes (whole file renamed into place).
+    // Content this node holds for a live job of its own that it does not seed, written straight
+    // into the database and the store: no unseed or job end will ever release it, so this checks
+    // the sweep alone (what it catches in real life, a removal that failed or a blob a crash left,
+    // cannot be provoked on demand). Written as a commit writes: whole file renamed into place.
     const bytes = randomBytes(123_456);
     const hash = createHash("sha256").update(bytes).digest("hex");
     const path = new ContentStore(svc.basePath).pathFor(hash);
