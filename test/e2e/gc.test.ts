@@ -113,7 +113,8 @@ describe("garbage collection on a running node", () => {
         method: "GET",
         nodeName: "node-1",
         seedNode: "node-1",
-        seeding: false,
+        // Seeding is wanted, but with no torrent made yet the node has nothing to seed.
+        seeding: true,
         contentHash: hash,
         contentSize: bytes.length,
         createdAt: now,
