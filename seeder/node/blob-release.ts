@@ -1,7 +1,8 @@
 /**
  * A node deletes a blob from its store once no live job of its own needs that content: when it
- * stops seeding a torrent, when a job ends without becoming ready, and at start-up for blobs a
- * previous run left behind.
+ * stops seeding a torrent, when a job ends without becoming ready, and in the sweep that runs at
+ * start-up and on every garbage-collection tick (seeder/node/gc.ts) for blobs a previous run left
+ * behind or whose removal failed.
  *
  * "Needs" is answered from three places, because each one alone has a gap:
  * - the database: a job of this node (fetching it, or seeding it) that records the content hash
@@ -24,13 +25,14 @@
  *
  * Crashes: the unlink is atomic and its directory is fsynced, so a crash leaves the whole blob or
  * nothing; a blob left behind (crash before the unlink, or a fetch committed just before a crash)
- * is removed by the next start's sweep, which asks the same questions.
+ * is removed by the next sweep, which asks the same questions.
  */
 import type { Database } from "../../src/db";
 import { contentNeeded, contentNeededOn } from "../../src/jobs/queue";
 import type { Logger } from "../../src/log";
 import type { Metrics } from "../process/metrics";
 import type { ContentStore } from "./cas";
+import type { StoreUsage } from "./gc";
 
 export interface BlobReleaseDeps {
   store: ContentStore;
@@ -40,6 +42,8 @@ export interface BlobReleaseDeps {
   metrics?: Metrics;
   /** Whether this process serves the content right now (seeded torrents). */
   inUse?: (contentHash: string) => boolean;
+  /** The store's size for the metrics: told of every removal. */
+  usage?: StoreUsage;
 }
 
 /** Delete the blob unless something still needs it. Returns the bytes removed, or null. */
@@ -50,6 +54,7 @@ export async function releaseBlob(deps: BlobReleaseDeps, contentHash: string): P
     async () => (inUse?.(contentHash) ?? false) || (await contentNeeded(db, nodeName, contentHash)),
   );
   if (bytes !== null) {
+    deps.usage?.removed(contentHash);
     log.info("blob removed", { content_hash: contentHash, bytes, removed: true });
     metrics?.blobsRemoved.inc();
   }
@@ -57,25 +62,33 @@ export async function releaseBlob(deps: BlobReleaseDeps, contentHash: string): P
 }
 
 /**
- * Start-up sweep: every blob of the store that no live job of this node records goes (each one
- * re-checked by releaseBlob under its lock, so jobs that started meanwhile keep theirs).
+ * The sweep (at start-up and on every GC tick, seeder/node/gc.ts): every blob of the store that no
+ * live job of this node records goes (each one re-checked by releaseBlob under its lock, so jobs
+ * that started meanwhile keep theirs). With `measure`, the blobs kept are handed to it with their
+ * sizes: the store's exact size for the metrics, at no extra directory walk. A blob's size never
+ * changes (its name is its content's hash), so only blobs `measure` does not know yet are stat'ed.
  */
 export async function sweepBlobs(
   deps: BlobReleaseDeps,
   /** Checked between blobs: a node shutting down does not finish the sweep. */
   stopped: () => boolean = () => false,
+  measure?: Pick<StoreUsage, "sizeOf" | "scanned">,
 ): Promise<{ removed: number; bytes: number }> {
   const needed = await contentNeededOn(deps.db, deps.nodeName);
+  const kept = new Map<string, number>();
   let removed = 0;
   let bytes = 0;
   for await (const hash of deps.store.blobs()) {
-    if (stopped()) break;
-    if (needed.has(hash)) continue;
-    const n = await releaseBlob(deps, hash);
+    if (stopped()) return { removed, bytes };
+    const n = needed.has(hash) ? null : await releaseBlob(deps, hash);
     if (n !== null) {
       removed++;
       bytes += n;
+    } else if (measure) {
+      const size = measure.sizeOf(hash) ?? (await deps.store.size(hash));
+      if (size !== null) kept.set(hash, size);
     }
   }
+  measure?.scanned(kept);
   return { removed, bytes };
 }

@@ -28,9 +28,10 @@ import { liveGrantHashes } from "../../src/torrents/access";
 import { announceUrl, magnetFor, nodePath, webSeedUrl } from "../../src/torrents/links";
 import type { Metrics } from "../process/metrics";
 import type { NodeAccess } from "./access";
-import { type BlobReleaseDeps, releaseBlob, sweepBlobs } from "./blob-release";
+import { type BlobReleaseDeps, releaseBlob } from "./blob-release";
 import type { ContentStore } from "./cas";
 import { FetchError, type Fetcher, type FetchResult } from "./fetcher";
+import { GarbageCollector, StoreUsage } from "./gc";
 import { LeasedWorkLoop, LeaseLost, type StopReason } from "./leased-work";
 import type { PeerEntitlements } from "./peer-entitlements";
 import { ownRegistrations, recordRegistration } from "./storage";
@@ -87,7 +88,9 @@ export class SeederNode {
   private readonly finishing = new Set<string>();
   // Job id -> the content its fetch stored, until the job's run (and its stop or failure) is over.
   private readonly jobContent = new Map<string, string>();
-  private sweeping: Promise<void> | null = null;
+  /** What the content store holds (metrics); the garbage collector keeps it exact. */
+  readonly storeUsage = new StoreUsage();
+  private readonly gc: GarbageCollector;
   private reconcileTimer: ReturnType<typeof setInterval> | null = null;
   private registryTimer: ReturnType<typeof setInterval> | null = null;
   private startedAt = 0;
@@ -98,6 +101,7 @@ export class SeederNode {
 
   constructor(private readonly deps: NodeDeps) {
     const { config, db, clock } = deps;
+    this.gc = new GarbageCollector({ ...deps, usage: this.storeUsage, blobs: () => this.blobDeps() });
     const leaseMs = config.node.leaseSeconds * 1000;
     this.jobs = new LeasedWorkLoop<FetchJob>({
       concurrency: config.node.concurrency,
@@ -165,12 +169,9 @@ export class SeederNode {
       this.announceSelf().catch((e) => log.warn("node heartbeat failed", { err: String(e) }));
     }, this.deps.config.node.heartbeatIntervalMs);
     this.jobs.start();
-    // Blobs a previous run left that no live job needs (deleted content, a crash mid-way).
-    this.sweeping = sweepBlobs(this.blobDeps(), () => !this.running)
-      .then(({ removed, bytes }) => {
-        if (removed > 0) log.info("store swept", { blobs_removed: removed, bytes });
-      })
-      .catch((e) => log.warn("store sweep failed", { err: String(e) }));
+    // Its first tick removes what a previous run left that no live job needs (deleted content,
+    // a crash mid-way) and measures the store; then it runs every STORAGE__GC_INTERVAL_SECONDS.
+    this.gc.start();
     this.reconcileTimer = setInterval(() => {
       if (!this.reconciling)
         this.reconcileSeeding().catch((e) => log.error("reseed failed", { err: String(e) }));
@@ -189,7 +190,7 @@ export class SeederNode {
     if (this.registryTimer) clearInterval(this.registryTimer);
     await this.jobs.stop();
     await this.reconciling;
-    await this.sweeping;
+    await this.gc.stop();
     this.deps.fetcher.closeIdleConnections?.();
     await this.deps.swarm.stop();
     await this.deps.tracker.close();
@@ -360,6 +361,7 @@ export class SeederNode {
 
   /** Store: the job records the content the store now holds under its hash; an empty body ends here. */
   private async storeStage(run: JobRun, got: FetchResult): Promise<void> {
+    this.storeUsage.stored(got.contentHash, got.size);
     await this.advance(run, {
       progress: 40,
       contentHash: got.contentHash,
@@ -575,7 +577,15 @@ export class SeederNode {
 
   private blobDeps(): BlobReleaseDeps {
     const { store, db, log, metrics } = this.deps;
-    return { store, db, nodeName: this.name, log, metrics, inUse: (hash) => this.seededContent.has(hash) };
+    return {
+      store,
+      db,
+      nodeName: this.name,
+      log,
+      metrics,
+      inUse: (hash) => this.seededContent.has(hash),
+      usage: this.storeUsage,
+    };
   }
 
   /** Delete the content's blob if nothing needs it any more (see blob-release.ts). */
@@ -583,7 +593,7 @@ export class SeederNode {
     try {
       await releaseBlob(this.blobDeps(), contentHash);
     } catch (e) {
-      // Kept: the next start's sweep tries again.
+      // Kept: the next garbage-collection tick tries again.
       this.deps.log.warn("blob removal failed", { content_hash: contentHash, err: String(e) });
     }
   }

@@ -11,6 +11,8 @@ export interface MetricSources {
   torrentsSeeding?: () => number;
   /** Bytes uploaded to BitTorrent peers since the process started (monotonic). */
   peerUploadBytes?: () => number;
+  /** This node's content store (blobs and their bytes). */
+  store?: () => { blobs: number; bytes: number };
 }
 
 export class Metrics {
@@ -58,6 +60,23 @@ export class Metrics {
     help: "Blobs this node deleted from its content store because no live request needed them any more",
     registers: [this.registry],
   });
+  readonly gcRuns = new Counter({
+    name: "proxytorrent_gc_runs_total",
+    help: "Garbage-collection ticks this node ran (STORAGE__GC_INTERVAL_SECONDS)",
+    registers: [this.registry],
+  });
+  readonly gcPurgedRows = new Counter({
+    name: "proxytorrent_gc_purged_rows_total",
+    help: "Database rows this node's garbage collection deleted, by table",
+    labelNames: ["table"] as const,
+    registers: [this.registry],
+  });
+  readonly gcDuration = new Histogram({
+    name: "proxytorrent_gc_duration_seconds",
+    help: "Time of one garbage-collection tick (row purge and store sweep)",
+    buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
   readonly uploadBytes: Counter<"via">;
   readonly webhookDeliveries = new Counter({
     name: "proxytorrent_webhook_deliveries_total",
@@ -102,6 +121,22 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         if (self.sources.torrentsSeeding) this.set(self.sources.torrentsSeeding());
+      },
+    });
+    new Gauge({
+      name: "proxytorrent_store_bytes",
+      help: "Bytes of content in this node's store",
+      registers: [this.registry],
+      collect() {
+        if (self.sources.store) this.set(self.sources.store().bytes);
+      },
+    });
+    new Gauge({
+      name: "proxytorrent_store_blobs",
+      help: "Blobs (distinct contents) in this node's store",
+      registers: [this.registry],
+      collect() {
+        if (self.sources.store) this.set(self.sources.store().blobs);
       },
     });
     collectDefaultMetrics({ register: this.registry, prefix: "proxytorrent_process_" });

@@ -177,6 +177,7 @@ function buildNode(
   if (metrics) {
     metrics.sources.torrentsSeeding = () => node.seedingCount();
     metrics.sources.peerUploadBytes = () => swarm.stats().uploaded;
+    metrics.sources.store = () => node.storeUsage;
   }
   return node;
 }

@@ -7,14 +7,12 @@ import type { Database } from "../db";
 import { authNonces } from "../db/schema";
 import { excluded } from "../db/sql";
 
-/** Share of calls that also delete expired nonces (keeps the table at about one window's worth). */
-const PURGE_PROBABILITY = 0.02;
-
 /**
  * Insert (key, nonce). The primary key turns the insert into a no-op while the pair is remembered,
  * and SQLite applies the statement atomically, so of two concurrent requests carrying one nonce
  * exactly one gets `true`. A row whose window has passed (not purged yet) may be taken over: any
- * signature that used it is stale by then.
+ * signature that used it is stale by then. Expired rows are deleted by the nodes' garbage
+ * collection (src/jobs/purge.ts), in bounded batches, not on this hot path.
  */
 export async function rememberNonce(
   db: Database,
@@ -23,7 +21,6 @@ export async function rememberNonce(
   expiresAt: number,
   now: number,
 ): Promise<boolean> {
-  if (Math.random() < PURGE_PROBABILITY) await db.delete(authNonces).where(lt(authNonces.expiresAt, now));
   const res = await db
     .insert(authNonces)
     .values({ keyId, nonce, expiresAt })

@@ -6,9 +6,10 @@
  * the request is admitted when the count it got back is within the limit. SQLite runs each statement
  * atomically (one writer at a time), so concurrent requests from any number of processes get
  * distinct counts and exactly `limit` of them are admitted per window. Counts past the limit do not
- * matter: the window starts from 1 again when it rolls over.
+ * matter: the window starts from 1 again when it rolls over. Rows whose window has ended behave
+ * exactly like missing rows; the nodes' garbage collection deletes them (src/jobs/purge.ts).
  */
-import { and, eq, gt, lt, sql } from "drizzle-orm";
+import { and, eq, gt, sql } from "drizzle-orm";
 import type { Database } from "../db";
 import { rateLimits } from "../db/schema";
 import { excluded } from "../db/sql";
@@ -30,8 +31,6 @@ export interface BucketState {
   /** When the window ends (ms since the epoch). */
   resetAt: number;
 }
-
-const PURGE_PROBABILITY = 0.01;
 
 export const windowStart = (now: number, windowMs: number) => Math.floor(now / windowMs) * windowMs;
 
@@ -81,7 +80,6 @@ export async function consume(
   now: number,
 ): Promise<{ allowed: boolean; states: BucketState[]; refusedBy?: BucketState }> {
   if (!buckets.length) return { allowed: true, states: [] };
-  if (Math.random() < PURGE_PROBABILITY) await purge(db, now);
   const [first, ...rest] = buckets.map((b) => chargeQuery(db, b, now));
   const results = await db.batch([first!, ...rest]);
   const states = buckets.map((b, i) => state(b, Number(results[i]![0]!.count), windowStart(now, b.windowMs)));
@@ -115,9 +113,4 @@ export async function peek(db: Database, b: Bucket, now: number): Promise<Bucket
   const count = Number(rows[0]?.count ?? 0);
   // A peek is a question about the next request: it would be the (count + 1)th.
   return { ...state(b, count + 1, start), remaining: Math.max(0, b.limit - count) };
-}
-
-/** Rows whose window has ended behave exactly like missing rows, so they can go at any time. */
-export async function purge(db: Database, now: number): Promise<void> {
-  await db.delete(rateLimits).where(lt(rateLimits.expiresAt, now));
 }

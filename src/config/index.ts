@@ -182,6 +182,30 @@ export const SETTINGS = {
     "Everything the service writes lives under this directory: database, store, temp files.",
     { at: "storage.basePath", map: (p) => p.replace(/\/+$/, "") || "/" },
   ),
+  STORAGE__GC_INTERVAL_SECONDS: s(
+    int(1, 86400),
+    60,
+    "How often each node collects garbage: blobs no live job of its own needs, and rows past their retention (safe on any number of nodes at once).",
+    { at: "storage.gcIntervalMs", map: secondsToMs },
+  ),
+  STORAGE__HISTORY_RETENTION: s(
+    int(0, 86400 * 36500),
+    86400 * 90,
+    "Seconds a request stays in the history (status, listing) after it was made, once it is no longer live; its webhook log and its job go with it. `0` keeps history forever.",
+    { at: "storage.historyRetentionMs", map: secondsToMs },
+  ),
+  STORAGE__WEBHOOK_RETENTION: s(
+    int(0, 86400 * 36500),
+    86400 * 30,
+    "Seconds a webhook delivery that ended (delivered or failed) and its attempts stay in the log. `0` keeps them as long as their request.",
+    { at: "storage.webhookRetentionMs", map: secondsToMs },
+  ),
+  STORAGE__NODE_RETENTION: s(
+    int(60, 86400 * 36500),
+    86400 * 7,
+    "Seconds a node's registry row stays after it was last seen (stopped or gone).",
+    { at: "storage.nodeRetentionMs", map: secondsToMs },
+  ),
 
   STORAGE__DEFAULT_RETENTION: s(
     int(1),

@@ -10,6 +10,7 @@ import { randomBytes } from "node:crypto";
 import { stat } from "node:fs/promises";
 import { releaseBlob, sweepBlobs } from "../../seeder/node/blob-release";
 import { ContentStore } from "../../seeder/node/cas";
+import { StoreUsage } from "../../seeder/node/gc";
 import { advance, claimJobs, markCancelled } from "../../src/jobs/queue";
 import { silentLogger } from "../../src/log";
 import { cancelRequest, createRequest } from "../../src/requests/service";
@@ -150,6 +151,33 @@ describe("releasing a blob", () => {
     expect(await sweepBlobs(deps)).toEqual({ removed: 1, bytes: 40_000 });
     expect(await exists(keep.path)).toBe(true);
     expect(await exists(orphan.path)).toBe(false);
+    client.close();
+  });
+
+  test("a sweep measures the blobs it keeps for the store gauges; a blob stored or removed while it walks is counted as it ends up", async () => {
+    const { db, store, clock, deps, client } = await setup();
+    const keep = await commit(store, randomBytes(30_000));
+    const orphan = await commit(store, randomBytes(40_000));
+    const later = await commit(store, randomBytes(50_000));
+    for (const b of [keep, orphan, later]) b.pin.release();
+    for (const [i, b] of [keep, later].entries()) {
+      await createRequest(db, clock, newRequest(`http://o.test/m${i}`));
+      const [job] = await claimJobs(db, clock, { nodeName: NODE, limit: 1, leaseMs: 60_000 });
+      await advance(db, clock, { id: job!.id, leaseToken: job!.leaseToken! }, { contentHash: b.sha256 });
+    }
+    const usage = new StoreUsage();
+    usage.scanning();
+    // While the sweep walks: `keep` is removed (as an unseed would, its job gone) and a new blob
+    // is stored after the walk may have passed its folder.
+    usage.removed(keep.sha256);
+    usage.stored("f".repeat(64), 7);
+    expect(await sweepBlobs({ ...deps, usage }, () => false, usage)).toEqual({ removed: 1, bytes: 40_000 });
+    expect({ blobs: usage.blobs, bytes: usage.bytes }).toEqual({ blobs: 2, bytes: 50_007 });
+    // The next sweep counts the store as it is (that stored blob was never written, `keep` was not
+    // really removed), stat-ing only the blob it had not sized.
+    usage.scanning();
+    await sweepBlobs({ ...deps, usage }, () => false, usage);
+    expect({ blobs: usage.blobs, bytes: usage.bytes }).toEqual({ blobs: 2, bytes: 50_000 + 30_000 });
     client.close();
   });
 });
