@@ -16,7 +16,7 @@ import { fetchJobs, fetchRequests } from "../../src/db/schema";
 import { removeTmpDirs } from "../support/clients";
 import { bytesRoute, type Origin, startOrigin } from "../support/origin";
 import { until } from "../support/poll";
-import { parsePrometheus } from "../support/prometheus";
+import { metricValue } from "../support/prometheus";
 import { Service } from "../support/service";
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -42,15 +42,8 @@ const exists = (path: string) =>
     () => false,
   );
 
-/** One sample's value from /metrics (0 when absent). */
-async function metric(svc: Service, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const res = await fetch(`${svc.url}/metrics`);
-  expect(res.status).toBe(200);
-  for (const fam of parsePrometheus(await res.text()).values())
-    for (const s of fam.samples)
-      if (s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)) return s.value;
-  return 0;
-}
+const metric = (svc: Service, name: string, labels: Record<string, string> = {}) =>
+  metricValue(svc.url, name, labels);
 
 const store = async (svc: Service) => ({
   blobs: await metric(svc, "proxytorrent_store_blobs"),

@@ -5,6 +5,7 @@
  * verified `request.expired`. A second live request for identical bytes with a longer retention
  * keeps the blob (and its download) until it too expires.
  */
+
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { stat } from "node:fs/promises";
@@ -15,6 +16,7 @@ import { generateSecret } from "../../src/webhooks/signing";
 import { removeTmpDirs } from "../support/clients";
 import { bytesRoute, type Origin, startOrigin } from "../support/origin";
 import { until } from "../support/poll";
+import { metricValue } from "../support/prometheus";
 import { Service } from "../support/service";
 import { type Receiver, startReceiver } from "../webhooks/receiver";
 
@@ -80,6 +82,9 @@ describe("retention, end to end", () => {
     expect(ready.content_hash).toBe(same.body.sha256());
     expect(Date.parse(ready.expires_at) - Date.parse(ready.completed_at)).toBeGreaterThanOrEqual(5000);
     expect(await exists(blobPath(ready.content_hash))).toBe(true);
+    const storedBytes = () => metricValue(svc.url, "proxytorrent_store_bytes");
+    const before = await storedBytes();
+    expect(before).toBeGreaterThanOrEqual(same.body.size);
     const seedUrl = await webSeedFile(id);
     expect(await sha256Of(seedUrl)).toBe(same.body.sha256());
 
@@ -93,6 +98,8 @@ describe("retention, end to end", () => {
       15_000,
       50,
     );
+    // The store gauge falls back by the blob's size.
+    expect(await storedBytes()).toBe(before - same.body.size);
 
     const got = await rx.waitFor(2, 30_000);
     const events = got.map((g) => wh.verify(g.body, g.headers) as any);

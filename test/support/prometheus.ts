@@ -62,3 +62,17 @@ export function parsePrometheus(text: string): Map<string, Family> {
   }
   return families;
 }
+
+/** One sample's value from a running service's /metrics (0 when absent). */
+export async function metricValue(
+  baseUrl: string,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
+  const res = await fetch(`${baseUrl}/metrics`);
+  if (res.status !== 200) throw new Error(`/metrics answered ${res.status}`);
+  for (const fam of parsePrometheus(await res.text()).values())
+    for (const s of fam.samples)
+      if (s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)) return s.value;
+  return 0;
+}
