@@ -14,6 +14,10 @@
  * of `remove`, so a removal whose checks ran before a commit can never unlink the blob that
  * commit puts in place. One process owns a store (storage.ts holds an flock on the folder), so an
  * in-process lock and in-process pins cover every writer.
+ *
+ * Space: the store counts its blobs' bytes (at init, then on every commit and removal) and what
+ * open writers claimed, and refuses a body that would cross STORAGE__MAX_BYTES or eat into
+ * STORAGE__MIN_FREE_BYTES after letting the node free space (store-space.ts).
  */
 import { createHash, randomUUID } from "node:crypto";
 import { constants, createReadStream } from "node:fs";
@@ -22,6 +26,7 @@ import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { openRemoteHash, type RemoteHash } from "./hashing/hash-workers";
 import { type StreamDigest, StreamHasher } from "./hashing/stream-hasher";
+import { diskSpace, InsufficientStorage, MARGIN_STEP, NO_LIMITS, type SpaceLimits } from "./store-space";
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -56,11 +61,22 @@ export class ContentStore {
   private readonly pins = new Map<string, number>();
   /** Hash -> the tail of its lock queue (see withLock). */
   private readonly locks = new Map<string, Promise<void>>();
+  /** Bytes of the blobs in the store: counted at init, then kept by commit and remove. */
+  private blobBytes = 0;
+  /** Writers not committed or discarded yet; their claims count as used. */
+  private readonly writers = new Set<BlobWriter>();
+  /**
+   * Frees space when a claim does not fit (the node removes content no live job needs); set by
+   * the node. One run at a time: claims that come short meanwhile wait for the same run.
+   */
+  reclaim: (() => Promise<void>) | null = null;
+  private reclaiming: Promise<void> | null = null;
 
   constructor(
     readonly basePath: string,
     /** The torrent piece length for a body of this size (enables hashing pieces while writing). */
     readonly pieceLengthFor?: (size: number) => number,
+    readonly limits: SpaceLimits = NO_LIMITS,
   ) {
     this.casRoot = join(basePath, "cas", "sha256");
     this.tmpRoot = join(basePath, "tmp");
@@ -71,6 +87,100 @@ export class ContentStore {
     // Anything in tmp belongs to a run that died mid-write: it was never a blob, drop it.
     await rm(this.tmpRoot, { recursive: true, force: true });
     await mkdir(this.tmpRoot, { recursive: true, mode: 0o700 });
+    let bytes = 0;
+    for await (const hash of this.blobs()) bytes += (await this.size(hash)) ?? 0;
+    this.blobBytes = bytes;
+  }
+
+  /** Bytes the store holds or has promised: its blobs plus what open writers claimed. */
+  usedBytes(): number {
+    let n = this.blobBytes;
+    for (const w of this.writers) n += w.claimed;
+    return n;
+  }
+
+  /**
+   * Free space on the store's disk when it is below STORAGE__MIN_FREE_BYTES (counting what open
+   * writers announced but have not written yet), else null; always null without a margin.
+   */
+  async belowMargin(): Promise<{ free: number; minFree: number } | null> {
+    const minFree = this.limits.minFreeBytes;
+    if (minFree <= 0) return null;
+    const free = (await diskSpace(this.casRoot)).free - this.promised(null);
+    return free < minFree ? { free, minFree } : null;
+  }
+
+  /** Bytes open writers (but `except`) claimed and have not written yet. */
+  private promised(except: BlobWriter | null): number {
+    let n = 0;
+    for (const w of this.writers) if (w !== except) n += Math.max(0, w.claimed - w.size);
+    return n;
+  }
+
+  /**
+   * @internal (BlobWriter) Extend `w`'s claim to `total` bytes. Throws InsufficientStorage when
+   * it does not fit even after a reclaim run. Synchronous (no await) when it fits in the cap and
+   * needs no look at the disk, which is every chunk of most bodies.
+   */
+  claim(w: BlobWriter, total: number, sizeKnown: boolean): Promise<void> | undefined {
+    const { maxBytes, minFreeBytes } = this.limits;
+    const askDisk = minFreeBytes > 0 && total > w.marginTo;
+    if (
+      !askDisk &&
+      (maxBytes <= 0 || total <= w.claimed || this.usedBytes() - w.claimed + total <= maxBytes)
+    ) {
+      w.claimed = Math.max(w.claimed, total);
+      return undefined;
+    }
+    return (async () => {
+      let problem = await this.shortfall(w, total, askDisk, sizeKnown);
+      // Larger than the whole cap: freeing space cannot help.
+      if (problem && !(maxBytes > 0 && total > maxBytes)) {
+        this.reclaiming ??= (this.reclaim?.() ?? Promise.resolve()).finally(() => {
+          this.reclaiming = null;
+        });
+        await this.reclaiming;
+        problem = await this.shortfall(w, total, askDisk, sizeKnown);
+      }
+      if (problem) throw new InsufficientStorage(problem);
+      w.claimed = Math.max(w.claimed, total);
+      // A body of unknown size asks the disk again only after MARGIN_STEP more bytes: the margin
+      // may be undershot by that much per such writer, which a margin of hundreds of MiB absorbs.
+      if (askDisk) w.marginTo = sizeKnown ? total : total + MARGIN_STEP;
+    })();
+  }
+
+  /** Why `w` cannot grow to `total` bytes (a message naming figures and setting), or null. */
+  private async shortfall(
+    w: BlobWriter,
+    total: number,
+    askDisk: boolean,
+    sizeKnown: boolean,
+  ): Promise<string | null> {
+    const { maxBytes, minFreeBytes } = this.limits;
+    const body = sizeKnown
+      ? `The body (${total} bytes)`
+      : `The body (${total} bytes so far, size not announced)`;
+    const after = "even after removing content no live request needs";
+    if (maxBytes > 0) {
+      if (total > maxBytes)
+        return `${body} is larger than this node's store may hold in all (STORAGE__MAX_BYTES=${maxBytes} bytes)`;
+      const used = this.usedBytes() - w.claimed + total;
+      if (used > maxBytes)
+        return `${body} does not fit: this node's store would hold ${used} bytes, over STORAGE__MAX_BYTES=${maxBytes} bytes, ${after}`;
+    }
+    if (askDisk) {
+      const free = (await diskSpace(this.casRoot)).free - this.promised(w) - Math.max(0, total - w.size);
+      if (free < minFreeBytes)
+        return `${body} does not fit: it would leave ${Math.max(0, free)} bytes free on the storage disk, under STORAGE__MIN_FREE_BYTES=${minFreeBytes} bytes, ${after}`;
+    }
+    return null;
+  }
+
+  /** @internal (BlobWriter) `w` is done: committed (adding `added` new blob bytes) or discarded. */
+  closeWriter(w: BlobWriter, added = 0): void {
+    this.writers.delete(w);
+    this.blobBytes += added;
   }
 
   pathFor(sha256: string): string {
@@ -149,6 +259,7 @@ export class ContentStore {
       const size = await this.size(sha256);
       if (size === null) return null;
       await rm(path, { force: true });
+      this.blobBytes = Math.max(0, this.blobBytes - size);
       await syncDir(dirname(path));
       return size;
     });
@@ -169,7 +280,17 @@ export class ContentStore {
     const fh = await open(path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
     const size = opts.expectedSize;
     const pieceLength = size && size > 0 && this.pieceLengthFor ? this.pieceLengthFor(size) : null;
-    return new BlobWriter(this, path, fh, pieceLength, size ?? null);
+    const w = new BlobWriter(this, path, fh, pieceLength, size ?? null);
+    this.writers.add(w);
+    // An announced size is claimed whole before any byte is written.
+    if (size && size > 0)
+      try {
+        await this.claim(w, size, true);
+      } catch (e) {
+        await w.abort();
+        throw e;
+      }
+    return w;
   }
 
   /** Re-hash a stored blob (used by verification and tests; the hot path never re-reads). */
@@ -253,6 +374,10 @@ export class BlobWriter {
   private fileWrites: Promise<void> = Promise.resolve();
   private syncing: Promise<void> | null = null;
   private syncedTo = 0;
+  /** Bytes claimed from the store's space (ContentStore.claim): at least `size` once written. */
+  claimed = 0;
+  /** Bytes up to which the free-space margin was checked. */
+  marginTo = 0;
 
   constructor(
     private readonly store: ContentStore,
@@ -306,12 +431,14 @@ export class BlobWriter {
       this.fhClosed = true;
       await this.fh.close();
       const dest = this.store.pathFor(d.sha256);
+      let added = 0;
       // Pinned before it appears, renamed under the hash's lock: a removal of the same hash
       // either finished before the rename (which then puts the blob back) or sees the pin.
       const pin = this.store.pin(d.sha256);
       try {
         await this.store.withLock(d.sha256, async () => {
           await mkdir(dirname(dest), { recursive: true, mode: 0o700 });
+          added = (await this.store.size(d.sha256)) === null ? this.written : 0;
           // Same bytes, same name: if the blob exists already this rename replaces it with
           // identical content, which is atomic and harmless.
           await rename(this.tempPath, dest);
@@ -321,6 +448,7 @@ export class BlobWriter {
         pin.release();
         throw e;
       }
+      this.store.closeWriter(this, added);
       for (const b of this.free)
         if (b.buf.byteLength === BLOCK && spare.length < SPARE_MAX) spare.push(b.buf);
       this.free.length = 0;
@@ -356,9 +484,20 @@ export class BlobWriter {
       await this.fh.close().catch(() => {});
     }
     await rm(this.tempPath, { force: true });
+    this.store.closeWriter(this);
   }
 
   private async put(chunk: Uint8Array): Promise<void> {
+    this.check();
+    const total = this.written + chunk.byteLength;
+    if (total > this.claimed || total > this.marginTo) {
+      try {
+        await this.store.claim(this, total, this.expectedSize !== null);
+      } catch (e) {
+        this.fail(e);
+        throw e;
+      }
+    }
     let off = 0;
     while (off < chunk.byteLength) {
       this.check();

@@ -33,6 +33,7 @@ import { FetchError, type Fetcher, type FetchResult } from "./fetcher";
 import { LeasedWorkLoop, LeaseLost, type StopReason } from "./leased-work";
 import type { PeerEntitlements } from "./peer-entitlements";
 import { ownRegistrations, recordRegistration } from "./storage";
+import { diskSpace } from "./store-space";
 import type { Swarm } from "./swarm/swarm";
 import { createTorrentFile, torrentFromPieces, torrentNameFromUrl } from "./swarm/torrent";
 import type { Tracker } from "./swarm/tracker";
@@ -93,6 +94,8 @@ export class SeederNode {
   /** Last time this node (without a proxy) marked jobs that wait for a node with one. */
   private lastProxyMark = Number.NEGATIVE_INFINITY;
   private reconciling: Promise<void> | null = null;
+  /** Free space is below STORAGE__MIN_FREE_BYTES: no new jobs are claimed (logged on each change). */
+  private storageLow = false;
   readonly stats = { claimed: 0, completed: 0, failed: 0, leaseLost: 0 };
 
   constructor(private readonly deps: NodeDeps) {
@@ -103,15 +106,17 @@ export class SeederNode {
       pollIntervalMs: config.node.pollIntervalMs,
       log: deps.log,
       messages: { claimFailed: "claim failed", crashed: "job crashed", idField: "job_id" },
-      claim: (limit) =>
-        claimJobs(db, clock, {
-          nodeName: this.name,
-          limit,
-          leaseMs,
-          region: config.node.region,
-          pool: config.node.pool,
-          proxied: config.proxy !== null,
-        }),
+      claim: async (limit) =>
+        (await this.roomForJobs())
+          ? claimJobs(db, clock, {
+              nodeName: this.name,
+              limit,
+              leaseMs,
+              region: config.node.region,
+              pool: config.node.pool,
+              proxied: config.proxy !== null,
+            })
+          : [],
       afterClaim: async () => {
         if (config.proxy === null) await this.markJobsWaitingForProxy();
       },
@@ -128,6 +133,7 @@ export class SeederNode {
       stopped: (job, reason, log) => this.afterJob(job, () => this.jobStopped(job, reason, log)),
       failed: (job, e, log) => this.afterJob(job, () => this.jobFailed(job, e, log)),
     });
+    deps.store.reclaim = () => this.reclaimSpace();
   }
 
   get name(): string {
@@ -223,8 +229,27 @@ export class SeederNode {
     return this.seeded.size;
   }
 
-  storageProbe() {
-    return this.deps.store.probe();
+  /** The storage check of /v1/health: writable, and not below its free-space margin; with figures. */
+  async storageProbe() {
+    const { store } = this.deps;
+    const probe = await store.probe();
+    const disk = await diskSpace(store.casRoot).catch(() => null);
+    const low = await store.belowMargin().catch(() => null);
+    const figures = {
+      used_bytes: store.usedBytes(),
+      max_bytes: store.limits.maxBytes,
+      free_bytes: disk?.free ?? null,
+      min_free_bytes: store.limits.minFreeBytes,
+      taking_jobs: low === null,
+    };
+    if (!probe.ok) return { ok: false, error: probe.error, ...figures };
+    if (low)
+      return {
+        ok: false,
+        error: `free space on the storage disk (${low.free} bytes) is below STORAGE__MIN_FREE_BYTES=${low.minFree} bytes: this node takes no new jobs until space returns`,
+        ...figures,
+      };
+    return { ok: true, ...figures };
   }
 
   activeJobs(): number {
@@ -248,6 +273,56 @@ export class SeederNode {
   }
 
   // ---- work loop (claiming, heartbeats and stopping: leased-work.ts) ----
+
+  /**
+   * Whether this node may claim jobs: not while free space is below STORAGE__MIN_FREE_BYTES (the
+   * jobs stay queued for another node, or for this one once space returns). Asked before every
+   * claim (one statfs); the change either way is logged once.
+   */
+  private async roomForJobs(): Promise<boolean> {
+    let low: Awaited<ReturnType<ContentStore["belowMargin"]>>;
+    try {
+      low = await this.deps.store.belowMargin();
+    } catch {
+      return true; // the disk cannot be asked: a write will tell
+    }
+    if (!!low !== this.storageLow) {
+      const fields = { min_free_bytes: this.deps.store.limits.minFreeBytes, path: this.deps.store.basePath };
+      if (low)
+        this.deps.log.warn(
+          "free disk space is below STORAGE__MIN_FREE_BYTES: this node takes no new jobs until space returns",
+          { ...fields, free_bytes: low.free, storage_low: true },
+        );
+      else
+        this.deps.log.info("free disk space is back above STORAGE__MIN_FREE_BYTES: taking jobs again", {
+          ...fields,
+          storage_low: false,
+        });
+    }
+    this.storageLow = !!low;
+    return !low;
+  }
+
+  /**
+   * A body does not fit in the store: stop seeding what is no longer wanted (cancelled, expired;
+   * that releases its blob) and remove every blob no live job of this node needs. Called by the
+   * store (ContentStore.reclaim), which then checks again.
+   */
+  private async reclaimSpace(): Promise<void> {
+    const { store, log } = this.deps;
+    const before = store.usedBytes();
+    try {
+      while (this.reconciling) await this.reconciling;
+      if (this.running) await this.reconcileSeeding();
+      await sweepBlobs(this.blobDeps(), () => !this.running);
+    } catch (e) {
+      log.warn("freeing space in the store failed", { err: String(e) });
+    }
+    log.info("store short of space: removed content no live job needs", {
+      freed_bytes: Math.max(0, before - store.usedBytes()),
+      used_bytes: store.usedBytes(),
+    });
+  }
 
   /**
    * Jobs created while a proxy was required are never ours without a proxy: say in their status

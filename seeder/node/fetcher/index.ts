@@ -30,7 +30,7 @@ import {
 } from "../../../src/egress";
 import type { BlobWriter, ContentStore, StoredBlob } from "../cas";
 import { BodyInterrupted, type BodyLimits } from "./body";
-import { openWriter, reportProgress, writeBody } from "./body-writer";
+import { openWriter, reportProgress, storageError, writeBody } from "./body-writer";
 import { type ConnectOptions, type Dial, defaultDial, defaultResolve, type Resolve } from "./connect";
 import { FetchError } from "./errors";
 import { callerHeaders, hasHeader, normaliseMethod } from "./headers";
@@ -197,7 +197,7 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
       let res = ex.res;
       conn = ex.conn;
       let rep = accept(ex, hop, false);
-      writer = await openWriter(store, rep);
+      writer = await openWriter(store, rep, hop.method);
       let decodedSoFar = 0;
       let recoveries = 0;
       for (;;) {
@@ -248,7 +248,7 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
           // Restart from scratch: the partial bytes belong to another attempt.
           await w.abort();
           writer = null;
-          writer = await openWriter(store, rep);
+          writer = await openWriter(store, rep, hop.method);
           decodedSoFar = 0;
           reportProgress(opts.onProgress, 0);
         }
@@ -262,8 +262,9 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
         writer.size !== rep.length
       )
         throw new FetchError("network", `The body from ${hop.target.hostname} did not arrive complete`);
+      const size = writer.size;
       const blob = await writer.commit().catch((e) => {
-        throw new FetchError("storage", "Could not store the body", { detail: e?.code });
+        throw storageError(e, "Could not store the body", size);
       });
       writer = null;
       return {
