@@ -70,6 +70,7 @@ export const LANES: Record<string, string[]> = {
     "test/deploy",
     "test/e2e/cache-scope.test.ts",
     "test/e2e/cancel-and-proxy.test.ts",
+    "test/e2e/disk-full.test.ts",
     "test/e2e/disk-space.test.ts",
     "test/e2e/errors.test.ts",
     "test/e2e/http-hardening.test.ts",
