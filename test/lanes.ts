@@ -74,6 +74,7 @@ export const LANES: Record<string, string[]> = {
     "test/e2e/disk-space.test.ts",
     "test/e2e/errors.test.ts",
     "test/e2e/http-hardening.test.ts",
+    "test/e2e/partial-resume.test.ts",
     "test/e2e/proxy-required.test.ts",
     "test/e2e/release.test.ts",
     "test/e2e/storage.test.ts",

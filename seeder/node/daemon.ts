@@ -8,6 +8,7 @@ import type { Config } from "../../src/config";
 import type { Database } from "../../src/db";
 import type { FetchJob } from "../../src/db/schema";
 import {
+  activeJobIds,
   advance,
   claimJobs,
   completeJob,
@@ -147,6 +148,8 @@ export class SeederNode {
   async start(): Promise<void> {
     const { log } = this.deps;
     await this.deps.store.init();
+    // Partial bodies kept for resuming jobs that ended meanwhile (on another node, or cancelled).
+    await this.sweepPartials(false);
     // Take the node name before touching anything that belongs to it (its torrents, its jobs):
     // a live node of the same name elsewhere is an error, not a takeover. A row left "live" by
     // this storage folder's previous run (killed a moment ago) is ours to take back.
@@ -315,6 +318,8 @@ export class SeederNode {
       while (this.reconciling) await this.reconciling;
       if (this.running) await this.reconcileSeeding();
       await sweepBlobs(this.blobDeps(), () => !this.running);
+      // Partial bodies kept for retries are worth less than room for the body at hand.
+      await this.sweepPartials(true);
     } catch (e) {
       log.warn("freeing space in the store failed", { err: String(e) });
     }
@@ -353,8 +358,9 @@ export class SeederNode {
     if (job.errorCode === "lease_expired") this.deps.metrics?.leaseExpired.inc();
     const run: JobRun = { job, lease: leaseOf(job), signal, log, t0: performance.now() };
     if (await this.endedBeforeStart(run)) {
-      // An earlier attempt on this node may have stored its content.
+      // An earlier attempt on this node may have stored its content, or part of its body.
       if (job.contentHash) await this.releaseContent(job.contentHash);
+      await this.removePartial(job.id);
       return;
     }
     const got = await this.fetchStage(run);
@@ -419,7 +425,7 @@ export class SeederNode {
     log.info("fetch started", { url: redactUrl(job.url), method: job.method, attempt: job.attempts });
     const got = await this.deps.fetcher.fetch(
       { url: job.url, method: job.method, headers: job.headers ?? {}, body: job.body },
-      { signal },
+      { signal, partialKey: job.id },
     );
     this.deps.metrics?.fetchBytes.inc(got.size);
     this.deps.metrics?.fetchDuration.observe({ outcome: "ok" }, (performance.now() - t0) / 1000);
@@ -527,6 +533,9 @@ export class SeederNode {
   /** The pipeline threw after it was stopped from outside, or on a lost lease. */
   private async jobStopped(job: FetchJob, reason: StopReason, log: Logger): Promise<void> {
     const { db, clock } = this.deps;
+    // The job ended here (cancelled) or is another node's now: its partial body goes. A shutdown
+    // hands it back with its partial body kept, for this node's next start to continue.
+    if (reason !== "shutdown") await this.removePartial(job.id);
     if (reason === "cancelled") {
       await markCancelled(db, clock, leaseOf(job));
       this.deps.metrics?.requestsTotal.inc({ status: "cancelled" });
@@ -555,6 +564,8 @@ export class SeederNode {
       err,
     );
     if (outcome === "error") this.deps.metrics?.requestsTotal.inc({ status: "error" });
+    // Kept only for a retry (which may come back here); an ended job's partial body goes.
+    if (outcome !== "queued") await this.removePartial(job.id);
     log.warn("job attempt failed", { code: err.code, error: err.message, outcome });
   }
 
@@ -597,6 +608,7 @@ export class SeederNode {
         });
       }
       await this.revokePeers();
+      await this.sweepPartials(false);
     };
     this.reconciling = run().finally(() => {
       this.reconciling = null;
@@ -642,6 +654,33 @@ export class SeederNode {
   private blobDeps(): BlobReleaseDeps {
     const { store, db, log, metrics } = this.deps;
     return { store, db, nodeName: this.name, log, metrics, inUse: (hash) => this.seededContent.has(hash) };
+  }
+
+  /**
+   * Remove kept partial bodies (ContentStore.partials; none is open by a running fetch) of jobs
+   * that ended, or with `all`, every one.
+   */
+  private async sweepPartials(all: boolean): Promise<void> {
+    const { store, db, log } = this.deps;
+    const keys = store.partials();
+    if (keys.length === 0) return;
+    let active: Set<string>;
+    try {
+      active = all ? new Set<string>() : await activeJobIds(db, keys);
+    } catch (e) {
+      log.warn("could not tell which partial bodies are still needed", { err: String(e) });
+      return;
+    }
+    for (const key of keys) if (!active.has(key)) await this.removePartial(key);
+  }
+
+  private async removePartial(jobId: string): Promise<void> {
+    try {
+      if (await this.deps.store.removePartial(jobId))
+        this.deps.log.debug("partial body removed", { job_id: jobId });
+    } catch (e) {
+      this.deps.log.warn("partial body removal failed", { job_id: jobId, err: String(e) });
+    }
   }
 
   /** Delete the content's blob if nothing needs it any more (see blob-release.ts). */

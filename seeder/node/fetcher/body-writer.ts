@@ -10,10 +10,17 @@ import { expectedFor, type Representation, wholeLength } from "./response";
  * A fresh writer for `rep`'s body (its size, when announced, lets the store hash pieces as it goes
  * and is claimed from the store's space up front). A HEAD's Content-Length describes no body here.
  */
-export function openWriter(store: ContentStore, rep: Representation, method: string): Promise<BlobWriter> {
-  return store.createWriter({ expectedSize: method === "HEAD" ? null : wholeLength(rep) }).catch((e) => {
-    throw storageError(e, "Could not open a file in the content store");
-  });
+export function openWriter(
+  store: ContentStore,
+  rep: Representation,
+  method: string,
+  partial: { key?: string; resume?: unknown } = {},
+): Promise<BlobWriter> {
+  return store
+    .createWriter({ expectedSize: method === "HEAD" ? null : wholeLength(rep), ...partial })
+    .catch((e) => {
+      throw storageError(e, "Could not open a file in the content store");
+    });
 }
 
 /**
