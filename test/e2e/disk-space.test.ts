@@ -6,6 +6,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { createClient } from "@libsql/client";
 import { ContentStore } from "../../seeder/node/cas";
 import { removeTmpDirs } from "../support/clients";
 import { bytesRoute, type Origin, startOrigin } from "../support/origin";
@@ -47,6 +48,14 @@ async function refusedForSpace(svc: Service, id: string): Promise<string> {
     "the job's failure logged with code insufficient_storage",
   );
   expect(line.level).toBe("WARNING");
+  // and the job row records the code
+  const db = createClient({ url: `file:${join(svc.basePath, "proxytorrent.db")}` });
+  const rs = await db.execute({
+    sql: "SELECT j.error_code FROM fetch_jobs j JOIN fetch_requests r ON r.job_id = j.id WHERE r.id = ?",
+    args: [id],
+  });
+  db.close();
+  expect(rs.rows[0]?.error_code).toBe("insufficient_storage");
   return message;
 }
 
