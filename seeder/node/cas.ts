@@ -706,12 +706,13 @@ export class BlobWriter {
     this.check();
     const total = this.written + chunk.byteLength;
     if (total > this.claimed || total > this.marginTo) {
-      try {
-        await this.store.claim(this, total, this.expectedSize !== null);
-      } catch (e) {
-        this.fail(e);
-        throw e;
-      }
+      // Most chunks fit without a look at the disk: no await for them (see ContentStore.claim).
+      const pending = this.store.claim(this, total, this.expectedSize !== null);
+      if (pending)
+        await pending.catch((e) => {
+          this.fail(e);
+          throw e;
+        });
     }
     let off = 0;
     while (off < chunk.byteLength) {
