@@ -161,10 +161,10 @@ export class ContentStore {
     return free < minFree ? { free, minFree } : null;
   }
 
-  /** Bytes open writers (but `except`) claimed and have not written yet. */
+  /** Bytes open writers (but `except`) claimed and that are not in their files yet. */
   private promised(except: BlobWriter | null): number {
     let n = 0;
-    for (const w of this.writers) if (w !== except) n += Math.max(0, w.claimed - w.size);
+    for (const w of this.writers) if (w !== except) n += Math.max(0, w.claimed - w.flushed);
     return n;
   }
 
@@ -196,7 +196,7 @@ export class ContentStore {
       if (problem) throw new InsufficientStorage(problem);
       w.claimed = Math.max(w.claimed, total);
       // A body of unknown size asks the disk again only after MARGIN_STEP more bytes: the margin
-      // may be undershot by that much per such writer, which a margin of hundreds of MiB absorbs.
+      // may be undershot by that much per such writer, which the default margin easily absorbs.
       if (askDisk) w.marginTo = sizeKnown ? total : total + MARGIN_STEP;
     })();
   }
@@ -221,7 +221,7 @@ export class ContentStore {
         return `${body} does not fit: this node's store would hold ${used} bytes, over STORAGE__MAX_BYTES=${maxBytes} bytes, ${after}`;
     }
     if (askDisk) {
-      const free = (await diskSpace(this.casRoot)).free - this.promised(w) - Math.max(0, total - w.size);
+      const free = (await diskSpace(this.casRoot)).free - this.promised(w) - Math.max(0, total - w.flushed);
       if (free < minFreeBytes)
         return `${body} does not fit: it would leave ${Math.max(0, free)} bytes free on the storage disk, under STORAGE__MIN_FREE_BYTES=${minFreeBytes} bytes, ${after}`;
     }
@@ -552,6 +552,8 @@ export class BlobWriter {
   claimed = 0;
   /** Bytes up to which the free-space margin was checked. */
   marginTo = 0;
+  /** Bytes the file holds (blocks are written in order). */
+  flushed = 0;
 
   constructor(
     private readonly store: ContentStore,
@@ -564,7 +566,7 @@ export class BlobWriter {
     /** The file may be kept when the write stops part-way (`keep`). */
     readonly resumable = false,
     /** Bytes already in the file (a resumed body): hashed again, not written again. */
-    private readonly onDisk = 0,
+    private readonly resumedFrom = 0,
   ) {}
 
   /** Bytes taken so far (all of them reach the file and the hashes, or the writer fails). */
@@ -795,11 +797,12 @@ export class BlobWriter {
       .then(async () => {
         if (this.failure !== null) return;
         // A resumed body's first bytes are read back from the file only to be hashed.
-        let off = Math.max(0, Math.min(len, this.onDisk - pos));
+        let off = Math.max(0, Math.min(len, this.resumedFrom - pos));
         while (off < len) {
           const { bytesWritten } = await this.fh.write(b.view, off, len - off, pos + off);
           off += bytesWritten;
         }
+        this.flushed = pos + len;
         // Start write-back now and then, without waiting for it: the final fsync has less to do.
         if (pos + len - this.syncedTo >= SYNC_EVERY && !this.syncing && !this.closed) {
           this.syncedTo = pos + len;

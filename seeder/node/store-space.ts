@@ -6,7 +6,7 @@
  * Writers claim their bytes before they write them (ContentStore.claim): a body whose size was
  * announced claims it all up front, one of unknown size as it streams. The cap is checked on every
  * claim, in memory; the margin asks the filesystem (statfs) at most every MARGIN_STEP bytes of a
- * writer, and counts what other writers announced but have not written yet. A claim that does not
+ * writer, and counts what writers claimed but have not written to their files yet. A claim that does not
  * fit first lets the node free space (content no live job needs), then fails with
  * InsufficientStorage, which names the figures and the setting.
  */
@@ -21,8 +21,11 @@ export interface SpaceLimits {
 
 export const NO_LIMITS: SpaceLimits = { maxBytes: 0, minFreeBytes: 0 };
 
-/** A writer of unknown final size asks the filesystem again after this many more bytes. */
-export const MARGIN_STEP = 4 * 1024 * 1024;
+/**
+ * A writer of unknown final size asks the filesystem again after this many more bytes (a statfs
+ * per MiB costs nothing next to writing it); the margin may be undershot by that much per writer.
+ */
+export const MARGIN_STEP = 1024 * 1024;
 
 /** The body does not fit in the store (the cap, or the free-space margin), even after freeing space. */
 export class InsufficientStorage extends Error {

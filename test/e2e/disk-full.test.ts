@@ -94,7 +94,13 @@ describe("STORAGE__MIN_FREE_BYTES (8 MiB tmpfs, 4 MiB margin)", () => {
   test("below the margin the node takes no jobs (logged once, health 503 naming it); when space returns it takes them again", async () => {
     const one = bytesRoute({ size: MiB, seed: 72, contentType: "text/plain" });
     const big = bytesRoute({ size: 5 * MiB, seed: 73, contentType: "text/plain" });
-    const o = await origin({ "/one": one, "/big": big });
+    const bigChunked = bytesRoute({
+      size: 5 * MiB,
+      seed: 74,
+      contentType: "text/plain",
+      contentLength: false,
+    });
+    const o = await origin({ "/one": one, "/big": big, "/big-chunked": bigChunked });
     const svc = await onTmpfs("8m", { STORAGE__MIN_FREE_BYTES: String(4 * MiB) });
     const before = await storageCheck(svc);
     expect(before).toMatchObject({
@@ -110,6 +116,14 @@ describe("STORAGE__MIN_FREE_BYTES (8 MiB tmpfs, 4 MiB margin)", () => {
     expect(r.status).toBe("error");
     expect(r.error_message).toMatch(
       /^The body \(5242880 bytes\) does not fit: it would leave \d+ bytes free on the storage disk, under STORAGE__MIN_FREE_BYTES=4194304 bytes, even after removing content no live request needs$/,
+    );
+    expect(await tempFiles(svc)).toEqual([]);
+    // ...and one of unannounced size once it has grown into the margin.
+    const chunked = await svc.create({ url: o.url("/big-chunked") });
+    const c = await svc.waitFor(chunked, ["ready", "error", "cancelled"], 60_000);
+    expect(c.status).toBe("error");
+    expect(c.error_message).toMatch(
+      /^The body \(\d+ bytes so far, size not announced\) does not fit: it would leave \d+ bytes free on the storage disk, under STORAGE__MIN_FREE_BYTES=4194304 bytes/,
     );
     expect(await tempFiles(svc)).toEqual([]);
 
