@@ -8,6 +8,7 @@ import type { Config } from "../../src/config";
 import type { Database } from "../../src/db";
 import type { FetchJob } from "../../src/db/schema";
 import {
+  activeJobIds,
   advance,
   claimJobs,
   completeJob,
@@ -28,13 +29,14 @@ import { liveGrantHashes } from "../../src/torrents/access";
 import { announceUrl, magnetFor, nodePath, webSeedUrl } from "../../src/torrents/links";
 import type { Metrics } from "../process/metrics";
 import type { NodeAccess } from "./access";
-import { type BlobReleaseDeps, releaseBlob } from "./blob-release";
+import { type BlobReleaseDeps, releaseBlob, sweepBlobs } from "./blob-release";
 import type { ContentStore } from "./cas";
 import { FetchError, type Fetcher, type FetchResult } from "./fetcher";
 import { GarbageCollector, StoreUsage } from "./gc";
 import { LeasedWorkLoop, LeaseLost, type StopReason } from "./leased-work";
 import type { PeerEntitlements } from "./peer-entitlements";
 import { ownRegistrations, recordRegistration } from "./storage";
+import { diskSpace } from "./store-space";
 import type { Swarm } from "./swarm/swarm";
 import { createTorrentFile, torrentFromPieces, torrentNameFromUrl } from "./swarm/torrent";
 import type { Tracker } from "./swarm/tracker";
@@ -97,6 +99,8 @@ export class SeederNode {
   /** Last time this node (without a proxy) marked jobs that wait for a node with one. */
   private lastProxyMark = Number.NEGATIVE_INFINITY;
   private reconciling: Promise<void> | null = null;
+  /** Free space is below STORAGE__MIN_FREE_BYTES: no new jobs are claimed (logged on each change). */
+  private storageLow = false;
   readonly stats = { claimed: 0, completed: 0, failed: 0, leaseLost: 0 };
 
   constructor(private readonly deps: NodeDeps) {
@@ -108,15 +112,17 @@ export class SeederNode {
       pollIntervalMs: config.node.pollIntervalMs,
       log: deps.log,
       messages: { claimFailed: "claim failed", crashed: "job crashed", idField: "job_id" },
-      claim: (limit) =>
-        claimJobs(db, clock, {
-          nodeName: this.name,
-          limit,
-          leaseMs,
-          region: config.node.region,
-          pool: config.node.pool,
-          proxied: config.proxy !== null,
-        }),
+      claim: async (limit) =>
+        (await this.roomForJobs())
+          ? claimJobs(db, clock, {
+              nodeName: this.name,
+              limit,
+              leaseMs,
+              region: config.node.region,
+              pool: config.node.pool,
+              proxied: config.proxy !== null,
+            })
+          : [],
       afterClaim: async () => {
         if (config.proxy === null) await this.markJobsWaitingForProxy();
       },
@@ -133,6 +139,7 @@ export class SeederNode {
       stopped: (job, reason, log) => this.afterJob(job, () => this.jobStopped(job, reason, log)),
       failed: (job, e, log) => this.afterJob(job, () => this.jobFailed(job, e, log)),
     });
+    deps.store.reclaim = () => this.reclaimSpace();
   }
 
   get name(): string {
@@ -146,6 +153,8 @@ export class SeederNode {
   async start(): Promise<void> {
     const { log } = this.deps;
     await this.deps.store.init();
+    // Partial bodies kept for resuming jobs that ended meanwhile (on another node, or cancelled).
+    await this.sweepPartials(false);
     // Take the node name before touching anything that belongs to it (its torrents, its jobs):
     // a live node of the same name elsewhere is an error, not a takeover. A row left "live" by
     // this storage folder's previous run (killed a moment ago) is ours to take back.
@@ -225,8 +234,27 @@ export class SeederNode {
     return this.seeded.size;
   }
 
-  storageProbe() {
-    return this.deps.store.probe();
+  /** The storage check of /v1/health: writable, and not below its free-space margin; with figures. */
+  async storageProbe() {
+    const { store } = this.deps;
+    const probe = await store.probe();
+    const disk = await diskSpace(store.casRoot).catch(() => null);
+    const low = await store.belowMargin().catch(() => null);
+    const figures = {
+      used_bytes: store.usedBytes(),
+      max_bytes: store.limits.maxBytes,
+      free_bytes: disk?.free ?? null,
+      min_free_bytes: store.limits.minFreeBytes,
+      taking_jobs: low === null,
+    };
+    if (!probe.ok) return { ok: false, error: probe.error, ...figures };
+    if (low)
+      return {
+        ok: false,
+        error: `free space on the storage disk (${low.free} bytes) is below STORAGE__MIN_FREE_BYTES=${low.minFree} bytes: this node takes no new jobs until space returns`,
+        ...figures,
+      };
+    return { ok: true, ...figures };
   }
 
   activeJobs(): number {
@@ -250,6 +278,58 @@ export class SeederNode {
   }
 
   // ---- work loop (claiming, heartbeats and stopping: leased-work.ts) ----
+
+  /**
+   * Whether this node may claim jobs: not while free space is below STORAGE__MIN_FREE_BYTES (the
+   * jobs stay queued for another node, or for this one once space returns). Asked before every
+   * claim (one statfs); the change either way is logged once.
+   */
+  private async roomForJobs(): Promise<boolean> {
+    let low: Awaited<ReturnType<ContentStore["belowMargin"]>>;
+    try {
+      low = await this.deps.store.belowMargin();
+    } catch {
+      return true; // the disk cannot be asked: a write will tell
+    }
+    if (!!low !== this.storageLow) {
+      const fields = { min_free_bytes: this.deps.store.limits.minFreeBytes, path: this.deps.store.basePath };
+      if (low)
+        this.deps.log.warn(
+          "free disk space is below STORAGE__MIN_FREE_BYTES: this node takes no new jobs until space returns",
+          { ...fields, free_bytes: low.free, storage_low: true },
+        );
+      else
+        this.deps.log.info("free disk space is back above STORAGE__MIN_FREE_BYTES: taking jobs again", {
+          ...fields,
+          storage_low: false,
+        });
+    }
+    this.storageLow = !!low;
+    return !low;
+  }
+
+  /**
+   * A body does not fit in the store: stop seeding what is no longer wanted (cancelled, expired;
+   * that releases its blob) and remove every blob no live job of this node needs. Called by the
+   * store (ContentStore.reclaim), which then checks again.
+   */
+  private async reclaimSpace(): Promise<void> {
+    const { store, log } = this.deps;
+    const before = store.usedBytes();
+    try {
+      while (this.reconciling) await this.reconciling;
+      if (this.running) await this.reconcileSeeding();
+      await sweepBlobs(this.blobDeps(), () => !this.running, this.storeUsage);
+      // Partial bodies kept for retries are worth less than room for the body at hand.
+      await this.sweepPartials(true);
+    } catch (e) {
+      log.warn("freeing space in the store failed", { err: String(e) });
+    }
+    log.info("store short of space: removed content no live job needs", {
+      freed_bytes: Math.max(0, before - store.usedBytes()),
+      used_bytes: store.usedBytes(),
+    });
+  }
 
   /**
    * Jobs created while a proxy was required are never ours without a proxy: say in their status
@@ -280,8 +360,9 @@ export class SeederNode {
     if (job.errorCode === "lease_expired") this.deps.metrics?.leaseExpired.inc();
     const run: JobRun = { job, lease: leaseOf(job), signal, log, t0: performance.now() };
     if (await this.endedBeforeStart(run)) {
-      // An earlier attempt on this node may have stored its content.
+      // An earlier attempt on this node may have stored its content, or part of its body.
       if (job.contentHash) await this.releaseContent(job.contentHash);
+      await this.removePartial(job.id);
       return;
     }
     const got = await this.fetchStage(run);
@@ -346,7 +427,7 @@ export class SeederNode {
     log.info("fetch started", { url: redactUrl(job.url), method: job.method, attempt: job.attempts });
     const got = await this.deps.fetcher.fetch(
       { url: job.url, method: job.method, headers: job.headers ?? {}, body: job.body },
-      { signal },
+      { signal, partialKey: job.id },
     );
     this.deps.metrics?.fetchBytes.inc(got.size);
     this.deps.metrics?.fetchDuration.observe({ outcome: "ok" }, (performance.now() - t0) / 1000);
@@ -455,6 +536,9 @@ export class SeederNode {
   /** The pipeline threw after it was stopped from outside, or on a lost lease. */
   private async jobStopped(job: FetchJob, reason: StopReason, log: Logger): Promise<void> {
     const { db, clock } = this.deps;
+    // The job ended here (cancelled) or is another node's now: its partial body goes. A shutdown
+    // hands it back with its partial body kept, for this node's next start to continue.
+    if (reason !== "shutdown") await this.removePartial(job.id);
     if (reason === "cancelled") {
       await markCancelled(db, clock, leaseOf(job));
       this.deps.metrics?.requestsTotal.inc({ status: "cancelled" });
@@ -483,6 +567,8 @@ export class SeederNode {
       err,
     );
     if (outcome === "error") this.deps.metrics?.requestsTotal.inc({ status: "error" });
+    // Kept only for a retry (which may come back here); an ended job's partial body goes.
+    if (outcome !== "queued") await this.removePartial(job.id);
     log.warn("job attempt failed", { code: err.code, error: err.message, outcome });
   }
 
@@ -533,6 +619,7 @@ export class SeederNode {
         });
       }
       await this.revokePeers();
+      await this.sweepPartials(false);
     };
     this.reconciling = run().finally(() => {
       this.reconciling = null;
@@ -586,6 +673,33 @@ export class SeederNode {
       inUse: (hash) => this.seededContent.has(hash),
       usage: this.storeUsage,
     };
+  }
+
+  /**
+   * Remove kept partial bodies (ContentStore.partials; none is open by a running fetch) of jobs
+   * that ended, or with `all`, every one.
+   */
+  private async sweepPartials(all: boolean): Promise<void> {
+    const { store, db, log } = this.deps;
+    const keys = store.partials();
+    if (keys.length === 0) return;
+    let active: Set<string>;
+    try {
+      active = all ? new Set<string>() : await activeJobIds(db, keys);
+    } catch (e) {
+      log.warn("could not tell which partial bodies are still needed", { err: String(e) });
+      return;
+    }
+    for (const key of keys) if (!active.has(key)) await this.removePartial(key);
+  }
+
+  private async removePartial(jobId: string): Promise<void> {
+    try {
+      if (await this.deps.store.removePartial(jobId))
+        this.deps.log.debug("partial body removed", { job_id: jobId });
+    } catch (e) {
+      this.deps.log.warn("partial body removal failed", { job_id: jobId, err: String(e) });
+    }
   }
 
   /** Delete the content's blob if nothing needs it any more (see blob-release.ts). */

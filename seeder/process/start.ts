@@ -124,8 +124,10 @@ function buildNode(
   log: Logger,
   metrics: Metrics | null,
 ): SeederNode {
-  const store = new ContentStore(config.storage.basePath, (size) =>
-    choosePieceLength(size, config.torrent.pieceSize),
+  const store = new ContentStore(
+    config.storage.basePath,
+    (size) => choosePieceLength(size, config.torrent.pieceSize),
+    { maxBytes: config.storage.maxBytes, minFreeBytes: config.storage.minFreeBytes },
   );
   let node: SeederNode | null = null;
   // TORRENT__ACCESS=passkey: the BitTorrent port answers an address for a torrent only within
@@ -341,8 +343,8 @@ function nodeHealthChecks(node: SeederNode) {
     {
       name: "storage",
       async check() {
-        const probe = await node.storageProbe();
-        return probe.ok ? { status: "healthy" } : { status: "unhealthy", error: probe.error };
+        const { ok, ...probe } = await node.storageProbe();
+        return { status: ok ? "healthy" : "unhealthy", ...probe };
       },
     },
     {

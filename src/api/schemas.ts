@@ -145,6 +145,12 @@ export const requestStatusResponse = v.object({
   content_size: v.nullable(v.number()),
   content_type: v.nullable(v.string()),
   error_message: v.nullable(v.string()),
+  error_code: v.pipe(
+    v.nullable(v.string()),
+    v.description(
+      "Why a request ended in `error`, for programs: e.g. `http_status`, `timeout`, `too_large`, `mime_refused`, `egress_refused`, `insufficient_storage` (README, States); null otherwise",
+    ),
+  ),
   progress: v.pipe(v.number(), v.description("0, 10, 40, 50, 70, 80, 100")),
   expires_at: v.pipe(
     v.nullable(timestamp),

@@ -219,6 +219,18 @@ export const SETTINGS = {
     "Largest `retention` a caller may ask for (larger is refused with 422); bounds how long one POST keeps disk space. 0 = no cap.",
     { at: "storage.maxRetention" },
   ),
+  STORAGE__MAX_BYTES: s(
+    int(0),
+    0,
+    "Cap on this node's content store in bytes (blobs plus bodies being written). A body that would cross it, after the node removed content no live request needs, ends in `error` with code `insufficient_storage`. 0 = unlimited.",
+    { at: "storage.maxBytes" },
+  ),
+  STORAGE__MIN_FREE_BYTES: s(
+    int(0),
+    268435456,
+    "Free space in bytes kept on the disk of the store: a body that would eat into it ends in `insufficient_storage`, and a node below it takes no new jobs (health and log say so) until space returns. The default 256 MiB leaves the database (by default on the same disk) room to record what happens. 0 = no margin.",
+    { at: "storage.minFreeBytes" },
+  ),
 
   DATABASE__DATABASE_URL: opt(text, "libSQL URL (`file:…`, `libsql://…`, `http(s)://…`).", {
     shown: "`file:$STORAGE__BASE_PATH/proxytorrent.db`",

@@ -399,3 +399,21 @@ export async function queueDepth(db: Database): Promise<{ queued: number; runnin
   }
   return { queued, running };
 }
+
+/** Of these job ids, those whose job has not ended (a node keeps their partial bodies). */
+export async function activeJobIds(db: Database, ids: string[]): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (let i = 0; i < ids.length; i += 500) {
+    const rows = await db
+      .select({ id: fetchJobs.id })
+      .from(fetchJobs)
+      .where(
+        and(
+          inArray(fetchJobs.id, ids.slice(i, i + 500)),
+          inArray(fetchJobs.status, ["queued", "fetching", "packaging", "seeding"]),
+        ),
+      );
+    for (const r of rows) out.add(r.id);
+  }
+  return out;
+}

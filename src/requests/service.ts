@@ -97,6 +97,8 @@ export interface RequestView {
   contentSize: number | null;
   contentType: string | null;
   errorMessage: string | null;
+  /** Machine-readable reason of an `error` (e.g. `insufficient_storage`, `http_status`); null otherwise. */
+  errorCode: string | null;
   progress: number;
   torrentName: string | null;
   magnetLink: string | null;
@@ -302,6 +304,7 @@ const viewColumns = {
   contentSize: fetchJobs.contentSize,
   contentType: fetchJobs.contentType,
   errorMessage: fetchJobs.errorMessage,
+  errorCode: fetchJobs.errorCode,
   progress: fetchJobs.progress,
   torrentName: fetchJobs.torrentName,
   magnetLink: fetchJobs.magnetLink,
@@ -343,6 +346,7 @@ function toView(r: ViewRow, now: number): RequestView {
     contentSize: r.contentSize,
     contentType: r.contentType,
     errorMessage: r.errorMessage,
+    errorCode: status === "error" ? r.errorCode : null,
     progress: r.progress ?? 0,
     torrentName: r.torrentName,
     magnetLink: r.magnetLink,

@@ -50,6 +50,7 @@ const STATUS_KEYS = [
   "content_size",
   "content_type",
   "error_message",
+  "error_code",
   "progress",
   "expires_at",
 ];

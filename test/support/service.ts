@@ -20,6 +20,8 @@ export interface ServiceOptions {
   port?: number;
   torrentPort?: number;
   nodeHttpPort?: number;
+  /** A command line the service runs under (its arguments follow), e.g. `unshare … exec "$@"`. */
+  wrap?: string[];
 }
 
 export class Service extends ApiClient {
@@ -72,7 +74,7 @@ export class Service extends ApiClient {
   /** Start (again) with the same storage, database and ports. */
   async launch(): Promise<void> {
     const cmd = this.opts.command ?? "serve";
-    this.proc = spawn([CLI, cmd], {
+    this.proc = spawn([...(this.opts.wrap ?? []), CLI, cmd], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/tmp", ...this.env },
       stdin: "ignore",

@@ -1,15 +1,45 @@
 /** The body writer: a response body streamed into a content-store writer, with progress. */
 import type { IncomingMessage } from "node:http";
 import type { BlobWriter, ContentStore } from "../cas";
+import { InsufficientStorage, isOutOfSpace } from "../store-space";
 import { type BodyLimits, pumpBody } from "./body";
 import { FetchError } from "./errors";
 import { expectedFor, type Representation, wholeLength } from "./response";
 
-/** A fresh writer for `rep`'s body (its size, when announced, lets the store hash pieces as it goes). */
-export function openWriter(store: ContentStore, rep: Representation): Promise<BlobWriter> {
-  return store.createWriter({ expectedSize: wholeLength(rep) }).catch((e) => {
-    throw new FetchError("storage", "Could not open a file in the content store", { detail: e?.code });
-  });
+/**
+ * A fresh writer for `rep`'s body (its size, when announced, lets the store hash pieces as it goes
+ * and is claimed from the store's space up front). A HEAD's Content-Length describes no body here.
+ */
+export function openWriter(
+  store: ContentStore,
+  rep: Representation,
+  method: string,
+  partial: { key?: string; resume?: unknown } = {},
+): Promise<BlobWriter> {
+  return store
+    .createWriter({ expectedSize: method === "HEAD" ? null : wholeLength(rep), ...partial })
+    .catch((e) => {
+      throw storageError(e, "Could not open a file in the content store");
+    });
+}
+
+/**
+ * The FetchError for a failure of the content store: `insufficient_storage` when the body does not
+ * fit (the store's limits) or the disk is full, `storage` (transient) for anything else.
+ */
+export function storageError(e: unknown, message: string, bytes?: number): FetchError {
+  if (e instanceof InsufficientStorage)
+    return new FetchError("insufficient_storage", e.message, { transient: false });
+  if (isOutOfSpace(e)) {
+    const code = (e as { code: string }).code;
+    const at = bytes === undefined ? "" : ` after ${bytes} bytes of the body`;
+    return new FetchError(
+      "insufficient_storage",
+      `The storage disk ran out of space (${code})${at}; nothing of it was kept. Free space under STORAGE__BASE_PATH, or set STORAGE__MIN_FREE_BYTES / STORAGE__MAX_BYTES so the node refuses such bodies up front`,
+      { transient: false, detail: code },
+    );
+  }
+  return new FetchError("storage", message, { detail: (e as { code?: string })?.code });
 }
 
 /** Tell the caller how many decoded bytes are written; a progress callback must not break the download. */
@@ -52,9 +82,7 @@ export async function writeBody(res: IncomingMessage, writer: BlobWriter, o: Bod
       try {
         await writer.write(chunk);
       } catch (e) {
-        throw new FetchError("storage", "Could not write the body to the content store", {
-          detail: (e as { code?: string })?.code,
-        });
+        throw storageError(e, "Could not write the body to the content store", writer.size);
       }
       reportProgress(o.onProgress, total);
     },

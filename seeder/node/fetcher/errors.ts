@@ -32,8 +32,16 @@ export type FetchErrorCode =
   | "too_large"
   /** The origin's response could not be parsed or decoded. Permanent. */
   | "bad_response"
-  /** Writing the body to the content store failed (disk full, permissions). Transient. */
-  | "storage";
+  /** Writing the body to the content store failed (permissions, I/O). Transient. */
+  | "storage"
+  /**
+   * The body does not fit: STORAGE__MAX_BYTES or STORAGE__MIN_FREE_BYTES would be crossed even
+   * after freeing what no live request needs, or the disk filled up (ENOSPC) mid-write. Permanent:
+   * the node already freed what it could, and space comes back only as content expires or an
+   * operator acts (hours, not the seconds of a retry's backoff); retrying would fetch the body
+   * again each time for nothing. A caller may ask again later.
+   */
+  | "insufficient_storage";
 
 const TRANSIENT_BY_DEFAULT: ReadonlySet<FetchErrorCode> = new Set<FetchErrorCode>([
   "proxy_failed",

@@ -28,16 +28,16 @@ import {
   parseAndCheckTarget,
   type TargetUrl,
 } from "../../../src/egress";
-import type { BlobWriter, ContentStore, StoredBlob } from "../cas";
+import type { BlobWriter, ContentStore, PartialBody, StoredBlob } from "../cas";
 import { BodyInterrupted, type BodyLimits } from "./body";
-import { openWriter, reportProgress, writeBody } from "./body-writer";
+import { openWriter, reportProgress, storageError, writeBody } from "./body-writer";
 import { type ConnectOptions, type Dial, defaultDial, defaultResolve, type Resolve } from "./connect";
 import { FetchError } from "./errors";
 import { callerHeaders, hasHeader, normaliseMethod } from "./headers";
 import { DEFAULT_POOL_LIMITS, KeepAlivePool, type PooledConnection } from "./keepalive";
 import { followRedirects } from "./redirects";
 import { createSend, type Exchange, type Hop } from "./request";
-import { acceptResponse } from "./response";
+import { acceptResponse, type Representation, rangeContinues, wholeLength } from "./response";
 import { canResume, recover } from "./resume";
 import { FetchRun } from "./run";
 
@@ -56,7 +56,26 @@ export interface FetchOptions {
   signal: AbortSignal;
   /** Decoded bytes written so far (goes back to 0 if a download restarts from scratch). */
   onProgress?: (bytes: number) => void;
+  /**
+   * The job this body belongs to: its temp file is named after it. When the body can be resumed
+   * (canResume), a fetch that stops part-way (connection, timeout, abort) keeps what it wrote, and
+   * the next fetch with the same key continues from those bytes, also after a restart: it asks
+   * the same URL again, through the same redirect checks, with Range from the bytes on disk and
+   * If-Range with the validator of the body they belong to. The caller removes the partial body
+   * when the job ends (ContentStore.removePartial).
+   */
+  partialKey?: string;
 }
+
+/** What a kept partial body needs to be continued (stored next to it, see ContentStore). */
+interface SavedBody {
+  url: string;
+  method: string;
+  rep: Representation;
+}
+
+/** Failures after which a kept partial body is worth continuing: the body itself was fine. */
+const INTERRUPTIONS: ReadonlySet<string> = new Set(["network", "timeout", "aborted", "proxy_failed"]);
 
 export interface FetchResult {
   /** SHA-256 (hex) of the decoded body: the blob's name in the content store. */
@@ -172,6 +191,8 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
   async function fetch(spec: FetchSpec, opts: FetchOptions): Promise<FetchResult> {
     const run = new FetchRun(opts.signal, cfg);
     let writer: BlobWriter | null = null;
+    let keepPartial = false;
+    let saved: PartialBody | null = null;
     // The connection of the response being read. Destroyed on every failure; kept on success
     // (node:http returns it to the pool once the body was read to its end).
     let conn: PooledConnection | null = null;
@@ -189,16 +210,58 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
       };
       // A caller's own Range asks for a part: store that part as is, and never resume over it.
       const callerRange = hasHeader(first.headers, "range");
-      const { ex, hop } = await followRedirects(send, run, first, {
-        maxRedirects: cfg.maxRedirects,
-        readTimeoutMs: cfg.readTimeoutMs,
-        checkUrl,
-      });
-      let res = ex.res;
+      const follow = (extra?: Record<string, string>) =>
+        followRedirects(send, run, first, {
+          maxRedirects: cfg.maxRedirects,
+          readTimeoutMs: cfg.readTimeoutMs,
+          checkUrl,
+          extra,
+        });
+      const key = opts.partialKey;
+      // What an earlier attempt of this job kept, if it is of this very request and resumable.
+      saved = key && !callerRange ? await store.openPartial(key) : null;
+      const savedBody = saved && asSavedBody(saved.meta, first);
+      if (saved && !savedBody) {
+        await store.dropPartial(saved);
+        saved = null;
+      }
+      let { ex, hop } = await follow(
+        saved && savedBody
+          ? { Range: `bytes=${saved.size}-`, "If-Range": savedBody.rep.validator! }
+          : undefined,
+      );
       conn = ex.conn;
-      let rep = accept(ex, hop, false);
-      writer = await openWriter(store, rep);
-      let decodedSoFar = 0;
+      let rep: Representation;
+      if (
+        saved &&
+        savedBody &&
+        ex.res.statusCode === 206 &&
+        rangeContinues(ex.res, saved.size, savedBody.rep.length)
+      ) {
+        accept(ex, hop, true);
+        rep = savedBody.rep;
+        const partial = saved;
+        saved = null; // the writer has it now (and removes it if it fails)
+        writer = await store.resumeWriter(partial, { expectedSize: wholeLength(rep) }).catch((e) => {
+          throw storageError(e, "Could not continue the body kept in the content store");
+        });
+        reportProgress(opts.onProgress, writer.size);
+      } else {
+        if (saved) {
+          // Not the rest of the same body: a 200 is the whole (new) one; anything else, ask again.
+          await store.dropPartial(saved);
+          saved = null;
+          if (ex.res.statusCode === 206 || ex.res.statusCode === 416) {
+            closeConn();
+            ({ ex, hop } = await follow());
+            conn = ex.conn;
+          }
+        }
+        rep = accept(ex, hop, false);
+        writer = await openWriter(store, rep, hop.method, partialFor(key, first, rep, hop, callerRange));
+      }
+      let res = ex.res;
+      let decodedSoFar = writer.size;
       let recoveries = 0;
       for (;;) {
         const w: BlobWriter = writer;
@@ -248,7 +311,12 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
           // Restart from scratch: the partial bytes belong to another attempt.
           await w.abort();
           writer = null;
-          writer = await openWriter(store, rep);
+          writer = await openWriter(
+            store,
+            rep,
+            hop.method,
+            partialFor(opts.partialKey, first, rep, hop, callerRange),
+          );
           decodedSoFar = 0;
           reportProgress(opts.onProgress, 0);
         }
@@ -262,8 +330,9 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
         writer.size !== rep.length
       )
         throw new FetchError("network", `The body from ${hop.target.hostname} did not arrive complete`);
+      const size = writer.size;
       const blob = await writer.commit().catch((e) => {
-        throw new FetchError("storage", "Could not store the body", { detail: e?.code });
+        throw storageError(e, "Could not store the body", size);
       });
       writer = null;
       return {
@@ -277,15 +346,50 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
         ...(blob.pieces ? { pieces: blob.pieces } : {}),
       };
     } catch (e) {
-      if (run.signal.aborted) throw run.signal.reason;
-      if (e instanceof FetchError) throw e;
-      throw new FetchError("network", "The fetch failed", { detail: (e as { code?: string })?.code });
+      const err = run.signal.aborted
+        ? run.signal.reason
+        : e instanceof FetchError
+          ? e
+          : new FetchError("network", "The fetch failed", { detail: (e as { code?: string })?.code });
+      keepPartial = err instanceof FetchError && INTERRUPTIONS.has(err.code);
+      throw err;
     } finally {
       closeConn();
-      if (writer) await writer.abort().catch(() => {});
+      if (saved) await store.dropPartial(saved).catch(() => {});
+      if (writer) await (keepPartial ? writer.keep() : writer.abort()).catch(() => {});
       run.dispose();
     }
   }
 
   return { fetch, closeIdleConnections: () => pool.closeIdle() };
+}
+
+/**
+ * The temp file of job `key` for the body of `request`; resumable (kept on an interruption) when
+ * the body can be resumed.
+ */
+function partialFor(
+  key: string | undefined,
+  request: Hop,
+  rep: Representation,
+  hop: Hop,
+  callerRange: boolean,
+): { key?: string; resume?: SavedBody } {
+  if (!key) return {};
+  if (!canResume(rep, hop, callerRange)) return { key };
+  return { key, resume: { url: request.target.url.href, method: request.method, rep } };
+}
+
+/** `meta` as a SavedBody for a resumable body of this same request, else null. */
+function asSavedBody(meta: unknown, request: Hop): SavedBody | null {
+  const m = meta as Partial<SavedBody> | null;
+  const rep = m?.rep;
+  if (!m || m.url !== request.target.url.href || m.method !== request.method || !rep) return null;
+  const ok =
+    rep.status === 200 &&
+    rep.coding === "identity" &&
+    typeof rep.validator === "string" &&
+    typeof rep.contentType === "string" &&
+    (rep.length === null || Number.isSafeInteger(rep.length));
+  return ok ? (m as SavedBody) : null;
 }

@@ -18,6 +18,8 @@ export interface RedirectOptions {
   readTimeoutMs: number;
   /** Parse and egress-check a Location against the current URL. */
   checkUrl(raw: string, base: URL): TargetUrl;
+  /** Headers added to every hop (a resumed body's Range and If-Range). */
+  extra?: Record<string, string>;
 }
 
 /**
@@ -33,7 +35,7 @@ export async function followRedirects(
 ): Promise<{ ex: Exchange; hop: Hop }> {
   let hop = first;
   for (let redirects = 0; ; redirects++) {
-    const ex = await send(run, hop);
+    const ex = await send(run, hop, o.extra);
     const status = ex.res.statusCode ?? 0;
     const location = header(ex.res, "location");
     if (!REDIRECTS.has(status) || !location) return { ex, hop };

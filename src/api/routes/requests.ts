@@ -60,6 +60,7 @@ function statusBody(r: RequestView) {
     content_size: r.contentSize,
     content_type: r.contentType,
     error_message: r.errorMessage,
+    error_code: r.errorCode,
     progress: r.progress,
     expires_at: iso(r.expiresAt),
   };
