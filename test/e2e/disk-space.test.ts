@@ -42,6 +42,8 @@ const tempFiles = async (base: string) =>
 async function refusedForSpace(svc: Service, id: string): Promise<string> {
   const st = await svc.waitFor(id, ["ready", "error", "cancelled"], 60_000);
   expect(st.status).toBe("error");
+  // the caller sees the code in the status body
+  expect(st.error_code).toBe("insufficient_storage");
   const message = st.error_message as string;
   const line = await svc.waitForLog(
     (l) => l.code === "insufficient_storage" && l.outcome === "error" && l.error === message,
