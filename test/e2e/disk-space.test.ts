@@ -121,3 +121,26 @@ describe("STORAGE__MAX_BYTES", () => {
     expect(await tempFiles(svc.basePath)).toEqual([]);
   });
 });
+
+describe("STORAGE__MAX_BYTES with expired content present", () => {
+  test("the expired content is freed to make room, and the next body fits", async () => {
+    const routes = {
+      "/old": bytesRoute({ size: 2_000_000, seed: 65, contentType: "text/plain" }),
+      "/new": bytesRoute({ size: 2_000_000, seed: 66, contentType: "text/plain" }),
+    };
+    const o = await origin(routes);
+    // Reconcile rarely: the expiry sweep and the unseeding wait until space is needed.
+    const svc = await service({ STORAGE__MAX_BYTES: "3000000", NODE__RESEED_INTERVAL_MS: "3600000" });
+    const old = await svc.create({ url: o.url("/old"), retention: 1 });
+    expect((await svc.waitFor(old)).status).toBe("ready");
+    expect((await svc.waitFor(old, ["expired"], 10_000)).status).toBe("expired");
+    const blobOld = new ContentStore(svc.basePath).pathFor(routes["/old"].body.sha256());
+    expect(await exists(blobOld)).toBe(true);
+
+    // 2,000,000 + 2,000,000 > 3,000,000: the new body fits only once the expired blob is gone.
+    const st = await svc.waitFor(await svc.create({ url: o.url("/new") }));
+    expect(st.status).toBe("ready");
+    expect(st.content_hash).toBe(routes["/new"].body.sha256());
+    expect(await exists(blobOld)).toBe(false);
+  });
+});
