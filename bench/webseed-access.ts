@@ -1,5 +1,5 @@
 /**
- * Benchmark 6: what the passkey check costs the web seed. Every web seed request with
+ * Benchmark 7: what the passkey check costs the web seed. Every web seed request with
  * TORRENT__ACCESS=passkey looks its passkey up in the database (one indexed query, no cache, so a
  * DELETE or a key revocation takes effect on the next request); `open` serves by content hash
  * with no lookup. Same service settings, same blob, same client.
@@ -72,7 +72,7 @@ const rows: Row[] = spans.map((span) => {
   };
 });
 appendResults({
-  title: "6. Web seed: the cost of the passkey check",
+  title: "7. Web seed: the cost of the passkey check",
   setup: [
     `bin/proxytorrent serve on a local libSQL file, one ${SIZE / 1024 / 1024} MiB text/plain blob; settings default except TORRENT__ACCESS`,
     `client: Bun fetch on 127.0.0.1, one request at a time (keep-alive), ${REQUESTS} requests of 16 KiB and ${Math.ceil(REQUESTS / 2)} of 1 MiB per round after 300 warm-up requests`,
