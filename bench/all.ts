@@ -1,7 +1,7 @@
 /**
  * Every benchmark, one after the other, each in its own process (`npm run bench`). A benchmark that
  * fails does not stop the others; the exit code says whether all of them ran. Each appends its own
- * section to bench/results.md. About 8–10 minutes on the 2-core reference machine (export alone ~1.5 min).
+ * section to bench/results.md. Several minutes on the 2-core reference machine; each bench prints its own time.
  *
  *   npx bun bench/all.ts                 (ONLY=seeding,restart to run some)
  */
