@@ -16,8 +16,10 @@
  *    calls `peer.onHandshake` (which replies) or `wire.setInfoHash` (which resumes MSE). A peer
  *    that may not have this torrent is destroyed there; `Peer#onHandshake` returns early for a
  *    destroyed peer, and destroying it closes the socket, so nothing else goes out.
- * Outgoing connections (to peers our tracker listed, which announced with a passkey) do not pass
- * through either and are not gated here.
+ * Outgoing: a peer list is no proof of entitlement (an opt-in TORRENT__ANNOUNCE_URL knows nothing
+ * of passkeys, and our tracker keeps listing a revoked client for a while), so the seeder does not
+ * dial out while seeding (`seedOutgoingConnections: false`, swarm.ts), and `Torrent#addPeer`, which
+ * every tracker reply goes through, drops an address with no entitlement for that torrent.
  *
  * Written against webtorrent 3.0.21; `installPeerGate` throws LibraryPatchError when a method it
  * relies on is gone or no longer called that way (docs/patches.md).
@@ -66,6 +68,9 @@ export const peerGatePatch: LibraryPatch = {
       return "lib/torrent.js has no Torrent#_addIncomingPeer";
     if (!/if \(this\.destroyed\)\s*return/.test(src(Peer.prototype.onHandshake)))
       return "Peer#onHandshake no longer returns early for a destroyed peer";
+    if (typeof torrent.addPeer !== "function") return "lib/torrent.js has no Torrent#addPeer";
+    if (!/seedOutgoingConnections/.test(src(Torrent)))
+      return "lib/torrent.js no longer honours the client's seedOutgoingConnections option";
     return null;
   },
 };
@@ -85,6 +90,8 @@ interface PeerLike {
 interface TorrentLike {
   infoHash: string;
   _addIncomingPeer(peer: PeerLike): void;
+  /** Outgoing: an "ip:port" from a tracker reply (or a connected peer object). */
+  addPeer(peer: string | PeerLike, source?: string): boolean;
 }
 
 /** Gate the client's incoming connections by address. Call once, right after `new WebTorrent()`. */
@@ -117,5 +124,18 @@ export function gateTorrent(torrent: object, policy: PeerGatePolicy): void {
       return;
     }
     original.call(this, peer);
+  };
+  // Outgoing too: the client does not dial out while seeding (seedOutgoingConnections: false in
+  // swarm.ts), but a tracker reply before the torrent is `done`, or any other caller, goes through
+  // addPeer: an address with no entitlement for this torrent is never dialled.
+  const addPeer = t.addPeer;
+  if (typeof addPeer !== "function")
+    throw new LibraryPatchError(peerGatePatch.name, "the torrent has no addPeer", "webtorrent");
+  t.addPeer = function gatedAddPeer(this: TorrentLike, peer: string | PeerLike, source?: string): boolean {
+    if (typeof peer === "string") {
+      const host = peer.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+      if (!policy.allows(host, this.infoHash)) return false;
+    }
+    return addPeer.call(this, peer, source);
   };
 }

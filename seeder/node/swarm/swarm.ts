@@ -120,6 +120,11 @@ export class Swarm {
       // Our torrents list our own web seed; the seeder must not open HTTP "peers" to itself.
       webSeeds: false,
       uploadLimit: uploadRateLimit > 0 ? uploadRateLimit : -1,
+      // With the peer gate (TORRENT__ACCESS=passkey) the seeder never dials peers: a peer list
+      // (from our tracker, or an opt-in TORRENT__ANNOUNCE_URL that knows nothing of passkeys) is
+      // no proof of entitlement, and a revoked client stays listed by the tracker for a while.
+      // Entitled leechers dial in; gateTorrent also refuses addPeer() for anyone not entitled.
+      seedOutgoingConnections: !this.extras.peerGate,
     });
     this.client = client;
     try {
