@@ -45,11 +45,13 @@ export class QuotaExceeded extends Error {
     readonly quota: Quota,
     readonly used: number,
     readonly limit: number,
+    /** Bytes held for requests still being fetched (part of `used`). */
+    readonly reserved = 0,
   ) {
     super(
       quota === "active"
         ? `Active request quota reached: ${used} of ${limit} (QUOTA__MAX_ACTIVE or keys set --max-active)`
-        : `Stored bytes quota reached: ${used} of ${limit} bytes; cancel requests to free some (QUOTA__MAX_BYTES or keys set --max-bytes)`,
+        : `Stored bytes quota reached: ${used} of ${limit} bytes${reserved ? ` (${used - reserved} stored, ${reserved} held for requests still being fetched)` : ""}; cancel requests to free some (QUOTA__MAX_BYTES or keys set --max-bytes)`,
     );
     this.name = "QuotaExceeded";
   }
@@ -73,6 +75,17 @@ const storedBytesSql = (tenant: string | null, now: number): SQL =>
     SELECT max(${j.contentSize}) AS size FROM ${fetchRequests} ${r} JOIN ${fetchJobs} ${j} ON ${j.id} = ${r.jobId}
     WHERE ${liveOf(tenant)} AND ${liveRequest(r, now)} AND ${eq(j.status, "ready")}
     GROUP BY ${j.contentHash})`;
+
+/**
+ * Bytes held for the tenant's requests still being fetched: each active job counts its size once
+ * known, else `perJob` (FETCHER__MAX_SIZE, the most it can store). Without this, a burst of POSTs
+ * made before any of them is ready would all pass the stored-bytes check.
+ */
+const reservedBytesSql = (tenant: string | null, perJob: number): SQL =>
+  sql`SELECT coalesce(sum(size), 0) FROM (
+    SELECT coalesce(max(${j.contentSize}), ${perJob}) AS size FROM ${fetchRequests} ${r} JOIN ${fetchJobs} ${j} ON ${j.id} = ${r.jobId}
+    WHERE ${liveOf(tenant)} AND ${inArray(j.status, [...ACTIVE_STATUSES])}
+    GROUP BY ${j.id})`;
 
 const firstNumber = (rows: unknown[][]) => Number(rows[0]?.[0] ?? 0);
 
@@ -134,13 +147,21 @@ export async function checkQuotas(
   tenant: string | null,
   limits: QuotaLimits,
   now: number,
+  /** FETCHER__MAX_SIZE: what a request still being fetched may add to the stored bytes. */
+  maxBodyBytes: number,
 ): Promise<void> {
   if (limits.maxActive !== null) {
     const active = await activeRequests(db, tenant);
     if (active >= limits.maxActive) throw new QuotaExceeded("active", active, limits.maxActive);
   }
   if (limits.maxBytes !== null) {
-    const bytes = await storedBytes(db, tenant, now);
-    if (bytes >= limits.maxBytes) throw new QuotaExceeded("bytes", bytes, limits.maxBytes);
+    const [stored, reserved] = (
+      await db.batch([
+        db.values(storedBytesSql(tenant, now)),
+        db.values(reservedBytesSql(tenant, maxBodyBytes)),
+      ])
+    ).map(firstNumber) as [number, number];
+    if (stored + reserved >= limits.maxBytes)
+      throw new QuotaExceeded("bytes", stored + reserved, limits.maxBytes, reserved);
   }
 }

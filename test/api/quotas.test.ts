@@ -140,21 +140,33 @@ describe("active-request quota", () => {
 
 describe("stored-bytes quota", () => {
   test("refused once usage is at or over it, naming it and its figures; cancelling frees it", async () => {
-    const t = await setup({ QUOTA__MAX_BYTES: "1000" });
+    // FETCHER__MAX_SIZE is what a request still being fetched holds until its size is known.
+    const t = await setup({ QUOTA__MAX_BYTES: "1000", FETCHER__MAX_SIZE: "200" });
     const a = await t.created();
     await markReady(t.db, a, HASH_A, 600);
-    await t.created(); // 600 of 1000: still room (the new request's size is unknown)
-    const b = await t.created();
+    await t.created(); // 600 stored: still room; this one holds 200 while it is fetched
+    const b = await t.created(); // 600 + 200 held: still room
     await markReady(t.db, b, HASH_B, 500);
     const res = await t.post();
     expect(res.status).toBe(403);
     expect(await res.json()).toEqual({
       detail:
-        "Stored bytes quota reached: 1100 of 1000 bytes; cancel requests to free some (QUOTA__MAX_BYTES or keys set --max-bytes)",
+        "Stored bytes quota reached: 1300 of 1000 bytes (1100 stored, 200 held for requests still being fetched); cancel requests to free some (QUOTA__MAX_BYTES or keys set --max-bytes)",
     });
     expect(t.refused).toEqual(["bytes"]);
     await t.cancel(b);
     await t.created();
+    t.client.close();
+  });
+
+  test("a burst of POSTs before any is ready cannot pass it: each holds FETCHER__MAX_SIZE until its size is known", async () => {
+    const t = await setup({ QUOTA__MAX_BYTES: "1000", FETCHER__MAX_SIZE: "300" });
+    for (let i = 0; i < 4; i++) await t.created(); // 0, 300, 600, 900 held: each still under 1000
+    const res = await t.post();
+    expect(res.status).toBe(403);
+    expect(((await res.json()) as { detail: string }).detail).toStartWith(
+      "Stored bytes quota reached: 1200 of 1000 bytes (0 stored, 1200 held for requests still being fetched)",
+    );
     t.client.close();
   });
 });

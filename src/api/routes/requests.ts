@@ -183,7 +183,7 @@ export function requestRoutes(deps: AppDeps) {
         : null;
       const principal = c.get("principal");
       const limits = await keyLimits(db, config, principal.keyId);
-      await checkQuotas(db, principal.id, limits, clock.now()).catch(refuseOverQuota);
+      await checkQuotas(db, principal.id, limits, clock.now(), config.fetcher.maxSize).catch(refuseOverQuota);
       const view = await createRequest(db, clock, {
         url: input.url,
         method: input.method,
