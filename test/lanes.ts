@@ -55,6 +55,7 @@ export const LANES: Record<string, string[]> = {
     "test/swarm/torrent-from-pieces.test.ts",
     "test/swarm/torrent.test.ts",
     "test/swarm/webseed.test.ts",
+    "test/swarm/node-access.test.ts",
     "test/torrents",
     "test/webhooks/api.test.ts",
     "test/webhooks/delivery.test.ts",

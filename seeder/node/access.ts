@@ -60,6 +60,7 @@ export class NodeAccess {
   async tracker(q: {
     action: "announce" | "scrape";
     passkey: string | null;
+    event?: string | null;
     infohashes: string[];
     remoteAddress: string;
   }): Promise<string | null> {
@@ -69,7 +70,8 @@ export class NodeAccess {
     const grant = await this.grant(q.passkey);
     // One passkey opens one torrent: a scrape of several infohashes must name only that one.
     if (!grant || !q.infohashes.every((h) => h === grant.infohash)) return TRACKER_DENIED;
-    if (q.action === "announce") this.deps.onGrant?.(q.remoteAddress, grant);
+    // A client saying it stopped gets its answer but no (renewed) entitlement to the port.
+    if (q.action === "announce" && q.event !== "stopped") this.deps.onGrant?.(q.remoteAddress, grant);
     return null;
   }
 

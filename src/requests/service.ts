@@ -252,12 +252,24 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
         WHERE ${fetchJobs.id} = ${job.id} AND ${fetchJobs.status} NOT IN ('error', 'cancelled', 'expired'))
         ${input.maxActive ? sql`AND (${activeCountSql(input.userId)}) < ${input.maxActive}` : sql``}`,
     );
+    // Created cancelled (its key was revoked): the rest of what a cancel writes, in the same
+    // transaction, so no crash can leave a job fetched and seeded for nobody. Both statements are
+    // no-ops for a request created live (the job still has it).
+    const createdCancelled = input.apiKeyId
+      ? [
+          ...outboxInserts(db, "request.cancelled", now, (r) =>
+            and(eq(r.id, requestId), isNotNull(r.cancelledAt)),
+          ),
+          cancelStatements(db, now, (r) => eq(r.id, requestId)).jobs,
+        ]
+      : [];
     const [linked] = await db.batch([
       link,
       ...(input.callbackUrl ? [callbackInsert(db, requestId, input.callbackUrl, now)] : []),
       ...outboxInserts(db, "request.ready", now, (r, j) =>
         and(eq(r.id, requestId), eq(j.status, "ready"), isNull(r.cancelledAt)),
       ),
+      ...createdCancelled,
     ]);
     if (linked.rowsAffected !== 1) {
       if (input.maxActive) {
@@ -272,14 +284,7 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
       }
       continue;
     }
-    let view = await getRequest(db, requestId, now);
-    if (view?.status === "cancelled" && input.apiKeyId) {
-      // Created cancelled (its key was revoked): the rest of what a cancel writes. A crash before
-      // this leaves a job no live request needs, as a crash between DELETE's two writes used to.
-      const { jobs } = cancelStatements(db, now, (r) => eq(r.id, requestId));
-      await db.batch([...outboxInserts(db, "request.cancelled", now, (r) => eq(r.id, requestId)), jobs]);
-      view = await getRequest(db, requestId, now);
-    }
+    const view = await getRequest(db, requestId, now);
     if (!view) throw new Error("request vanished after insert");
     return { ...view, source };
   }

@@ -96,20 +96,26 @@ export async function passkeyGrant(
  * The UPDATE only fills an empty one, so two callers racing get the same passkey.
  */
 export async function requestPasskey(db: Database, requestId: string): Promise<string> {
+  const passkey = await passkeyIfAny(db, requestId);
+  if (!passkey) throw new Error(`request ${requestId} vanished`);
+  return passkey;
+}
+
+/** requestPasskey, or null when the request row is gone (purged with its history). */
+async function passkeyIfAny(db: Database, requestId: string): Promise<string | null> {
   const read = async () =>
     (
       await db.select({ p: fetchRequests.passkey }).from(fetchRequests).where(eq(fetchRequests.id, requestId))
-    )[0]?.p ?? null;
+    )[0];
   const existing = await read();
-  if (existing) return existing;
+  if (!existing) return null;
+  if (existing.p) return existing.p;
   const made = await newPasskey();
   await db
     .update(fetchRequests)
     .set({ passkey: made.passkey, passkeyHash: made.hash })
     .where(and(eq(fetchRequests.id, requestId), isNull(fetchRequests.passkey)));
-  const now = await read();
-  if (!now) throw new Error(`request ${requestId} vanished`);
-  return now;
+  return (await read())?.p ?? null;
 }
 
 /**
@@ -155,6 +161,10 @@ export async function ownerPayload(
   const body = JSON.parse(payload) as { data?: { magnet_link?: unknown } };
   const magnet = body.data?.magnet_link;
   if (typeof magnet !== "string") return payload;
-  body.data!.magnet_link = passkeyedMagnet(magnet, await requestPasskey(db, requestId));
+  const passkey = await passkeyIfAny(db, requestId);
+  // A delivery can outlive its request (history purged while the receiver was down): the stored
+  // magnet names no passkey and opens nothing, which is what a purged request deserves.
+  if (!passkey) return payload;
+  body.data!.magnet_link = passkeyedMagnet(magnet, passkey);
   return JSON.stringify(body);
 }

@@ -163,5 +163,8 @@ describe("ownerPayload", () => {
     expect(await ownerPayload(db, "open", r.id, payload)).toBe(payload);
     const cancelled = JSON.stringify({ type: "request.cancelled", data: { id: r.id, magnet_link: null } });
     expect(await ownerPayload(db, "passkey", r.id, cancelled)).toBe(cancelled);
+    // A delivery that outlived its request (history purged): sent as stored, no error.
+    await db.delete(fetchRequests).where(eq(fetchRequests.id, r.id));
+    expect(await ownerPayload(db, "passkey", r.id, payload)).toBe(payload);
   });
 });

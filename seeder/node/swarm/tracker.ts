@@ -37,8 +37,10 @@ export interface TrackerOptions {
    */
   authorize?: (q: {
     action: "announce" | "scrape";
-    /** From `/<passkey>/announce`; null for the bare `/announce`. */
+    /** From `?passkey=`; null for a bare `/announce`. */
     passkey: string | null;
+    /** The announce's `event` (started, completed, stopped…), if any. */
+    event?: string | null;
     infohashes: string[];
     /** The announcer's address, as bittorrent-tracker records it. */
     remoteAddress: string;
@@ -280,6 +282,7 @@ export function createTracker(opts: TrackerOptions): Tracker {
     const denied = await opts.authorize?.({
       action,
       passkey: path.passkey,
+      event: url.searchParams.get("event"),
       infohashes: hashes,
       remoteAddress,
     });
