@@ -93,10 +93,6 @@ export async function activeRequests(db: Database, tenant: string | null): Promi
   return firstNumber(await db.values(activeCountSql(tenant)));
 }
 
-export async function storedBytes(db: Database, tenant: string | null, now: number): Promise<number> {
-  return firstNumber(await db.values(storedBytesSql(tenant, now)));
-}
-
 export async function tenantUsage(db: Database, tenant: string | null, now: number): Promise<Usage> {
   const [active, bytes] = await db.batch([
     db.values(activeCountSql(tenant)),
