@@ -28,8 +28,9 @@ const post = () =>
 const usage = async () => (await (await asKey("/v1/usage")).json()) as Record<string, unknown>;
 
 beforeAll(async () => {
-  // The API alone: no node, so requests stay queued (active) for as long as the test needs.
-  svc = await Service.start({ command: "api" });
+  // The API alone: no node, so requests stay queued (active) for as long as the test needs. Each
+  // holds FETCHER__MAX_SIZE of the bytes quota until its size is known: keep that small here.
+  svc = await Service.start({ command: "api", env: { FETCHER__MAX_SIZE: "100" } });
 });
 afterAll(() => svc?.stop());
 
