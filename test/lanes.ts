@@ -45,6 +45,7 @@ export const LANES: Record<string, string[]> = {
     "test/edge/hrana.test.ts",
     "test/egress",
     "test/fetcher/body-release.test.ts",
+    "test/fetcher/integrity.test.ts",
     "test/fetcher/limits.test.ts",
     "test/fetcher/mime.test.ts",
     "test/fetcher/redirect-headers.test.ts",

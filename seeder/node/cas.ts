@@ -66,6 +66,19 @@ export interface StoredBlob {
   pin: BlobPin;
 }
 
+/**
+ * The bytes written are not the ones the caller expected (`commit({ sha256 })`): nothing was
+ * stored, the temp file is gone.
+ */
+export class ContentMismatch extends Error {
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(`content SHA-256 ${actual} is not the expected ${expected}`);
+  }
+}
+
 /** A hold on a blob: `remove` leaves it alone until `release()` (idempotent). */
 export interface BlobPin {
   release(): void;
@@ -581,8 +594,12 @@ export class BlobWriter {
     return p;
   }
 
-  /** fsync, rename into the store under the content's hash, fsync the directory. */
-  async commit(): Promise<StoredBlob> {
+  /**
+   * fsync, rename into the store under the content's hash, fsync the directory. With `sha256`,
+   * only bytes of that hash are stored: others are discarded (ContentMismatch) before they get a
+   * name in the store.
+   */
+  async commit(expect: { sha256?: string } = {}): Promise<StoredBlob> {
     if (this.closed) throw new Error("writer is closed");
     this.closed = true;
     try {
@@ -609,6 +626,8 @@ export class BlobWriter {
       const d = await digest;
       this.check();
       if (d.size !== this.written) throw new Error(`hashed ${d.size} bytes of ${this.written}`);
+      if (expect.sha256 !== undefined && d.sha256 !== expect.sha256)
+        throw new ContentMismatch(expect.sha256, d.sha256);
       await this.fh.sync();
       this.fhClosed = true;
       await this.fh.close();

@@ -365,7 +365,7 @@ export class SeederNode {
       await this.removePartial(job.id);
       return;
     }
-    const got = await this.fetchStage(run);
+    const got = (await this.fromStore(run)) ?? (await this.fetchStage(run));
     this.jobContent.set(job.id, got.contentHash);
     try {
       await this.storeStage(run, got);
@@ -422,12 +422,45 @@ export class SeederNode {
     return false;
   }
 
+  /**
+   * A job that names the content it expects (`expected_sha256`) and whose content this node's
+   * store already holds is made from that blob without asking the origin: the hash is the address.
+   * Nothing describes it but its bytes: the name comes from the URL as usual, the content type is
+   * unknown (null; the MIME whitelist, a check of the origin's answer, does not apply).
+   */
+  private async fromStore({ job, log }: JobRun): Promise<(FetchResult & { fromStore: true }) | null> {
+    const hash = job.expectedSha256;
+    if (!hash) return null;
+    const { store } = this.deps;
+    // Pinned under the hash's lock: a removal either finished before (size null) or sees the pin.
+    const held = await store.withLock(hash, async () => {
+      const pin = store.pin(hash);
+      const size = await store.size(hash);
+      if (size !== null && (job.expectedSize == null || size === job.expectedSize)) return { pin, size };
+      pin.release();
+      return null;
+    });
+    if (!held) return null;
+    log.info("content already in the store; not fetched", { content_hash: hash, bytes: held.size });
+    return {
+      contentHash: hash,
+      size: held.size,
+      contentType: "",
+      finalUrl: job.url,
+      status: 0,
+      path: store.pathFor(hash),
+      pin: held.pin,
+      verifiedDigests: [],
+      fromStore: true,
+    };
+  }
+
   /** Fetch: the body streams from the origin (through the proxy, if any) into the content store. */
   private async fetchStage({ job, signal, log, t0 }: JobRun): Promise<FetchResult> {
     log.info("fetch started", { url: redactUrl(job.url), method: job.method, attempt: job.attempts });
     const got = await this.deps.fetcher.fetch(
       { url: job.url, method: job.method, headers: job.headers ?? {}, body: job.body },
-      { signal, partialKey: job.id },
+      { signal, partialKey: job.id, expect: { sha256: job.expectedSha256, size: job.expectedSize } },
     );
     this.deps.metrics?.fetchBytes.inc(got.size);
     this.deps.metrics?.fetchDuration.observe({ outcome: "ok" }, (performance.now() - t0) / 1000);
@@ -441,14 +474,15 @@ export class SeederNode {
   }
 
   /** Store: the job records the content the store now holds under its hash; an empty body ends here. */
-  private async storeStage(run: JobRun, got: FetchResult): Promise<void> {
+  private async storeStage(run: JobRun, got: FetchResult & { fromStore?: true }): Promise<void> {
     this.storeUsage.stored(got.contentHash, got.size);
     await this.advance(run, {
       progress: 40,
       contentHash: got.contentHash,
       contentSize: got.size,
-      contentType: got.contentType,
+      contentType: got.fromStore ? null : got.contentType,
       finalUrl: got.finalUrl,
+      verifiedDigests: got.verifiedDigests.length > 0 ? got.verifiedDigests : null,
     });
     if (got.size === 0)
       throw new FetchError("bad_response", "The origin sent an empty body: there is nothing to share", {

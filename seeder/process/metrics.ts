@@ -55,6 +55,12 @@ export class Metrics {
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers: [this.registry],
   });
+  readonly integrityChecks = new Counter({
+    name: "proxytorrent_integrity_checks_total",
+    help: "Bodies checked against a digest: the caller's expected_sha256 or the origin's Content-Digest, Repr-Digest, Content-MD5 (kind), by outcome (ok, mismatch)",
+    labelNames: ["kind", "outcome"] as const,
+    registers: [this.registry],
+  });
   readonly blobsRemoved = new Counter({
     name: "proxytorrent_blobs_removed_total",
     help: "Blobs this node deleted from its content store because no live request needed them any more",

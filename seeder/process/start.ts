@@ -162,6 +162,7 @@ function buildNode(
       maxDecompressionRatio: config.fetcher.maxDecompressionRatio,
     },
     tlsCa: config.fetcher.caFile ? readFileSync(config.fetcher.caFile, "utf8") : undefined,
+    onIntegrityCheck: metrics ? (kind, outcome) => metrics.integrityChecks.inc({ kind, outcome }) : undefined,
   });
   node = new SeederNode({
     config,

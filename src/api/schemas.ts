@@ -121,6 +121,36 @@ export const createRequestSchema = (
         "Seconds the content stays stored and seeded for this request once it is ready; then the request reads `expired`, its torrent and magnet answer 410 and its passkey stops working.",
       ),
     ),
+    expected_sha256: v.pipe(
+      v.optional(
+        v.nullable(
+          v.pipe(
+            v.string("expected_sha256 must be a string"),
+            v.regex(/^[0-9a-fA-F]{64}$/, "expected_sha256 must be 64 hexadecimal characters"),
+            v.toLowerCase(),
+          ),
+        ),
+        null,
+      ),
+      v.description(
+        "SHA-256 (64 hex) the body must have: other bytes end the request in `error` with `integrity_mismatch` and are not stored. A node already holding content of this hash makes the torrent from it without fetching.",
+      ),
+    ),
+    expected_size: v.pipe(
+      v.optional(
+        v.nullable(
+          v.pipe(
+            v.number("expected_size must be a number"),
+            v.integer("expected_size must be a whole number"),
+            v.minValue(1, "expected_size must be at least 1"),
+          ),
+        ),
+        null,
+      ),
+      v.description(
+        "Size in bytes the body must have: refused from Content-Length or as soon as it grows past it (`integrity_mismatch`).",
+      ),
+    ),
   });
 
 const timestamp = v.pipe(v.string(), v.description("ISO 8601, UTC"));
@@ -148,7 +178,7 @@ export const requestStatusResponse = v.object({
   error_code: v.pipe(
     v.nullable(v.string()),
     v.description(
-      "Why a request ended in `error`, for programs: e.g. `http_status`, `timeout`, `too_large`, `mime_refused`, `egress_refused`, `insufficient_storage` (README, States); null otherwise",
+      "Why a request ended in `error`, for programs: e.g. `http_status`, `timeout`, `too_large`, `mime_refused`, `egress_refused`, `insufficient_storage`, `integrity_mismatch`, `digest_mismatch` (README, States); null otherwise",
     ),
   ),
   progress: v.pipe(v.number(), v.description("0, 10, 40, 50, 70, 80, 100")),
@@ -156,6 +186,12 @@ export const requestStatusResponse = v.object({
     v.nullable(timestamp),
     v.description(
       "When the request expires (or expired): its `retention` after it became ready; null before.",
+    ),
+  ),
+  verified_digests: v.pipe(
+    v.nullable(v.array(v.string())),
+    v.description(
+      "The origin's digests the stored body matched, as `content-digest: sha-256=:…:`, `repr-digest: sha-512=:…:` or `content-md5: …`; null when the origin sent none that could be checked.",
     ),
   ),
 });

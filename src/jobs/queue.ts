@@ -161,6 +161,7 @@ type JobPatch = Partial<
     | "contentSize"
     | "contentType"
     | "finalUrl"
+    | "verifiedDigests"
     | "infohash"
     | "torrentName"
     | "pieceLength"

@@ -69,6 +69,12 @@ export interface NewRequest {
    * `retention`, default STORAGE__DEFAULT_RETENTION); then the request expires. Null/absent: never.
    */
   retention?: number | null;
+  /**
+   * POST `expected_sha256` (lower-case hex) and `expected_size`: the job's body must be exactly
+   * these bytes, else it ends in `integrity_mismatch`.
+   */
+  expectedSha256?: string | null;
+  expectedSize?: number | null;
 }
 
 /**
@@ -106,6 +112,8 @@ export interface RequestView {
   seedNode: string | null;
   /** When the request expires (or expired): set once its content is ready, if it has a retention. */
   expiresAt: number | null;
+  /** The origin's digests the content matched (Content-Digest, Repr-Digest, Content-MD5); null: none. */
+  verifiedDigests: string[] | null;
   /** How the request was satisfied: a new fetch, a fetch already in flight, or a cached result. */
   source?: "fetch" | "inflight" | "cache";
 }
@@ -121,7 +129,17 @@ export interface RequestView {
 export async function fingerprintOf(
   r: Pick<
     NewRequest,
-    "url" | "method" | "headers" | "body" | "region" | "pool" | "userId" | "shareAcrossTenants" | "egress"
+    | "url"
+    | "method"
+    | "headers"
+    | "body"
+    | "region"
+    | "pool"
+    | "userId"
+    | "shareAcrossTenants"
+    | "egress"
+    | "expectedSha256"
+    | "expectedSize"
   >,
 ) {
   const headers = Object.entries(r.headers ?? {})
@@ -131,6 +149,11 @@ export async function fingerprintOf(
   const tenant = r.shareAcrossTenants ? [] : [{ tenant: r.userId ?? null }];
   // A request that needs a proxy must never join (or reuse) a fetch a node could make directly.
   const egress = r.egress ? [{ egress: r.egress }] : [];
+  // A request that expects certain bytes must never join (or reuse) a fetch that does not check them.
+  const expect =
+    r.expectedSha256 || r.expectedSize
+      ? [{ expect: [r.expectedSha256 ?? null, r.expectedSize ?? null] }]
+      : [];
   const canonical = JSON.stringify([
     r.method.toUpperCase(),
     r.url,
@@ -138,6 +161,7 @@ export async function fingerprintOf(
     r.body ?? null,
     ...route,
     ...egress,
+    ...expect,
     ...tenant,
   ]);
   return sha256Hex(canonical);
@@ -193,6 +217,8 @@ export async function createRequest(db: Database, clock: Clock, input: NewReques
           region: input.region ?? null,
           pool: input.pool ?? null,
           egress: input.egress ?? null,
+          expectedSha256: input.expectedSha256 ?? null,
+          expectedSize: input.expectedSize ?? null,
           maxAttempts: input.maxAttempts,
           nextAttemptAt: now,
           createdAt: now,
@@ -314,6 +340,7 @@ const viewColumns = {
   torrentName: fetchJobs.torrentName,
   magnetLink: fetchJobs.magnetLink,
   seedNode: fetchJobs.seedNode,
+  verifiedDigests: fetchJobs.verifiedDigests,
 };
 
 type ViewRow = {
@@ -358,6 +385,7 @@ function toView(r: ViewRow, now: number): RequestView {
     jobId: r.jobId!,
     seedNode: r.seedNode,
     expiresAt: r.expiresAt,
+    verifiedDigests: r.verifiedDigests,
   };
 }
 
@@ -373,7 +401,11 @@ export async function getRequest(db: Database, id: string, now: number): Promise
 }
 
 const VIEW_JSON = sql`json_object(${sql.join(
-  Object.entries(viewColumns).map(([key, column]) => sql`${sql.raw(`'${key}'`)}, ${column}`),
+  Object.entries(viewColumns).map(
+    // A JSON column goes in as JSON (json()), not as the text that holds it.
+    ([key, column]) =>
+      sql`${sql.raw(`'${key}'`)}, ${key === "verifiedDigests" ? sql`json(${column})` : column}`,
+  ),
   sql`, `,
 )})`;
 

@@ -3,6 +3,7 @@ import type { IncomingMessage } from "node:http";
 import type { BlobWriter, ContentStore } from "../cas";
 import { InsufficientStorage, isOutOfSpace } from "../store-space";
 import { type BodyLimits, pumpBody } from "./body";
+import { claimedDigests, DigestCheck, type OnIntegrityCheck } from "./digests";
 import { FetchError } from "./errors";
 import { expectedFor, type Representation, wholeLength } from "./response";
 
@@ -61,15 +62,32 @@ export interface BodyWrite {
   touch(): void;
   signal: AbortSignal;
   onProgress?: (bytes: number) => void;
+  /** The caller's `expected_size`: a body growing past it stops at once. */
+  expectedSize?: number;
+  onIntegrityCheck?: OnIntegrityCheck;
+}
+
+/** The FetchError for a body that is not `expected` bytes long. */
+export function sizeMismatch(expected: number, actual: string): FetchError {
+  return new FetchError(
+    "integrity_mismatch",
+    `The body is ${actual}, not the expected ${expected} bytes (expected_size); nothing was stored`,
+    { transient: false },
+  );
 }
 
 /**
- * Pump `res` into `writer`. Resolves with the decoded total once the body is complete; throws
- * BodyInterrupted when it stopped early (the caller decides whether to resume), FetchError
- * otherwise.
+ * Pump `res` into `writer`. Resolves with the origin's digests it verified (digests.ts) once the
+ * body is complete; throws BodyInterrupted when it stopped early (the caller decides whether to
+ * resume), FetchError otherwise (digest_mismatch among them).
  */
-export async function writeBody(res: IncomingMessage, writer: BlobWriter, o: BodyWrite): Promise<number> {
-  const done = await pumpBody(res, {
+export async function writeBody(res: IncomingMessage, writer: BlobWriter, o: BodyWrite): Promise<string[]> {
+  const digests = new DigestCheck(
+    claimedDigests(res.headers, res.statusCode ?? 0, o.method),
+    o.host,
+    o.onIntegrityCheck,
+  );
+  await pumpBody(res, {
     coding: o.rep.coding,
     limits: o.limits,
     alreadyDecoded: o.alreadyDecoded,
@@ -78,7 +96,10 @@ export async function writeBody(res: IncomingMessage, writer: BlobWriter, o: Bod
     host: o.host,
     touch: o.touch,
     signal: o.signal,
+    ...(digests.active ? { onEncoded: digests.update } : {}),
     write: async (chunk, total) => {
+      if (o.expectedSize !== undefined && total > o.expectedSize)
+        throw sizeMismatch(o.expectedSize, `more than ${o.expectedSize} bytes (${total} so far)`);
       try {
         await writer.write(chunk);
       } catch (e) {
@@ -87,5 +108,5 @@ export async function writeBody(res: IncomingMessage, writer: BlobWriter, o: Bod
       reportProgress(o.onProgress, total);
     },
   });
-  return done.decoded;
+  return digests.finish();
 }

@@ -106,6 +106,8 @@ export interface BodyRun {
   write(chunk: Uint8Array, decodedTotal: number): Promise<void>;
   /** Called whenever bytes arrive (the idle-read timer). */
   touch(): void;
+  /** Sees every chunk of the body as sent (before decoding): the origin's digests are over these. */
+  onEncoded?(chunk: Uint8Array): void;
   signal: AbortSignal;
 }
 
@@ -127,6 +129,7 @@ export async function pumpBody(
     transform(chunk: Buffer, _enc, cb) {
       encoded += chunk.length;
       run.touch();
+      run.onEncoded?.(chunk);
       cb(null, chunk);
     },
   });

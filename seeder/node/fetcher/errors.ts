@@ -41,7 +41,17 @@ export type FetchErrorCode =
    * operator acts (hours, not the seconds of a retry's backoff); retrying would fetch the body
    * again each time for nothing. A caller may ask again later.
    */
-  | "insufficient_storage";
+  | "insufficient_storage"
+  /**
+   * The body is not what the caller expected (`expected_sha256`, `expected_size`). Permanent: the
+   * origin sent other bytes; asking again would fetch the whole body again for the same answer.
+   */
+  | "integrity_mismatch"
+  /**
+   * The body does not match the origin's own Content-Digest, Repr-Digest or Content-MD5.
+   * Transient (digests.ts): a transfer corrupted on the way may arrive intact next time.
+   */
+  | "digest_mismatch";
 
 const TRANSIENT_BY_DEFAULT: ReadonlySet<FetchErrorCode> = new Set<FetchErrorCode>([
   "proxy_failed",

@@ -28,10 +28,17 @@ import {
   parseAndCheckTarget,
   type TargetUrl,
 } from "../../../src/egress";
-import type { BlobWriter, ContentStore, PartialBody, StoredBlob } from "../cas";
+import {
+  type BlobWriter,
+  ContentMismatch,
+  type ContentStore,
+  type PartialBody,
+  type StoredBlob,
+} from "../cas";
 import { BodyInterrupted, type BodyLimits } from "./body";
-import { openWriter, reportProgress, storageError, writeBody } from "./body-writer";
+import { openWriter, reportProgress, sizeMismatch, storageError, writeBody } from "./body-writer";
 import { type ConnectOptions, type Dial, defaultDial, defaultResolve, type Resolve } from "./connect";
+import type { OnIntegrityCheck } from "./digests";
 import { FetchError } from "./errors";
 import { callerHeaders, hasHeader, normaliseMethod } from "./headers";
 import { DEFAULT_POOL_LIMITS, KeepAlivePool, type PooledConnection } from "./keepalive";
@@ -42,6 +49,7 @@ import { canResume, recover } from "./resume";
 import { FetchRun } from "./run";
 
 export type { Dial, Resolve } from "./connect";
+export type { IntegrityKind, IntegrityOutcome } from "./digests";
 export { FetchError } from "./errors";
 export { isMimeAllowed } from "./mime";
 
@@ -65,6 +73,12 @@ export interface FetchOptions {
    * when the job ends (ContentStore.removePartial).
    */
   partialKey?: string;
+  /**
+   * What the caller expects (POST `expected_sha256`, `expected_size`): other bytes end the fetch
+   * with `integrity_mismatch` and are never stored. The size is judged from Content-Length before
+   * the body, and while it streams.
+   */
+  expect?: { sha256?: string | null; size?: number | null };
 }
 
 /** What a kept partial body needs to be continued (stored next to it, see ContentStore). */
@@ -92,6 +106,8 @@ export interface FetchResult {
   pieces?: StoredBlob["pieces"];
   /** Holds the blob in the store until the caller's job records `contentHash` (release it then). */
   pin: StoredBlob["pin"];
+  /** The origin's digests the body was checked against and matched (digests.ts), e.g. `content-digest: sha-256=:…:`. */
+  verifiedDigests: string[];
 }
 
 export interface Fetcher {
@@ -140,6 +156,8 @@ export interface FetcherDeps {
   /** Trust anchors for origin (and https proxy) certificates; replaces the system roots. */
   tlsCa?: string | string[];
   limits?: Partial<FetcherLimits>;
+  /** Told of every integrity check (expected_sha256, origin digests) and its outcome: metrics. */
+  onIntegrityCheck?: OnIntegrityCheck;
 }
 
 export function createFetcher(deps: FetcherDeps): Fetcher {
@@ -190,6 +208,9 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
 
   async function fetch(spec: FetchSpec, opts: FetchOptions): Promise<FetchResult> {
     const run = new FetchRun(opts.signal, cfg);
+    const expectSize = opts.expect?.size ?? undefined;
+    const expectSha256 = opts.expect?.sha256 ?? undefined;
+    let verifiedDigests: string[] = [];
     let writer: BlobWriter | null = null;
     let keepPartial = false;
     let saved: PartialBody | null = null;
@@ -260,13 +281,17 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
         rep = accept(ex, hop, false);
         writer = await openWriter(store, rep, hop.method, partialFor(key, first, rep, hop, callerRange));
       }
+      // The announced length already says the body is not the one expected: refuse before reading it.
+      const announced = wholeLength(rep);
+      if (expectSize !== undefined && announced !== null && hop.method !== "HEAD" && announced !== expectSize)
+        throw sizeMismatch(expectSize, `announced as ${announced} bytes (Content-Length)`);
       let res = ex.res;
       let decodedSoFar = writer.size;
       let recoveries = 0;
       for (;;) {
         const w: BlobWriter = writer;
         try {
-          await writeBody(res, w, {
+          verifiedDigests = await writeBody(res, w, {
             rep,
             method: hop.method,
             alreadyDecoded: decodedSoFar,
@@ -275,6 +300,8 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
             touch: run.touch,
             signal: run.signal,
             onProgress: opts.onProgress,
+            expectedSize: expectSize,
+            onIntegrityCheck: deps.onIntegrityCheck,
           });
           // Read to the end and accepted: the connection may be reused (unless either side said close).
           conn?.keep();
@@ -331,9 +358,19 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
       )
         throw new FetchError("network", `The body from ${hop.target.hostname} did not arrive complete`);
       const size = writer.size;
-      const blob = await writer.commit().catch((e) => {
+      if (expectSize !== undefined && size !== expectSize) throw sizeMismatch(expectSize, `${size} bytes`);
+      const blob = await writer.commit(expectSha256 ? { sha256: expectSha256 } : {}).catch((e) => {
+        if (e instanceof ContentMismatch) {
+          deps.onIntegrityCheck?.("expected_sha256", "mismatch");
+          throw new FetchError(
+            "integrity_mismatch",
+            `The body's SHA-256 is ${e.actual}, not the expected ${e.expected} (expected_sha256); nothing was stored`,
+            { transient: false },
+          );
+        }
         throw storageError(e, "Could not store the body", size);
       });
+      if (expectSha256) deps.onIntegrityCheck?.("expected_sha256", "ok");
       writer = null;
       return {
         contentHash: blob.sha256,
@@ -343,6 +380,7 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
         status: rep.status,
         path: blob.path,
         pin: blob.pin,
+        verifiedDigests,
         ...(blob.pieces ? { pieces: blob.pieces } : {}),
       };
     } catch (e) {

@@ -63,6 +63,7 @@ function statusBody(r: RequestView) {
     error_code: r.errorCode,
     progress: r.progress,
     expires_at: iso(r.expiresAt),
+    verified_digests: r.verifiedDigests,
   };
 }
 
@@ -202,6 +203,8 @@ export function requestRoutes(deps: AppDeps) {
         apiKeyId: principal.keyId ?? null,
         maxActive: limits.maxActive,
         retention: input.retention,
+        expectedSha256: input.expected_sha256,
+        expectedSize: input.expected_size,
       }).catch(refuseOverQuota);
       deps.onRequestCreated?.(view.source ?? "fetch");
       return c.json(

@@ -61,6 +61,12 @@ export const fetchJobs = sqliteTable(
      * node. A node's own settings can change across restarts; this cannot.
      */
     egress: text("egress").$type<JobEgress>(),
+    /**
+     * What the caller expects the body to be (POST `expected_sha256`, lower-case hex, and
+     * `expected_size`): other bytes end the job in `integrity_mismatch`. Part of the fingerprint.
+     */
+    expectedSha256: text("expected_sha256"),
+    expectedSize: integer("expected_size"),
 
     // Work assignment (leases with fencing tokens).
     nodeName: text("node_name"),
@@ -86,6 +92,8 @@ export const fetchJobs = sqliteTable(
     seedNode: text("seed_node"),
     /** True while some live request still needs this torrent seeded. */
     seeding: integer("seeding", { mode: "boolean" }).notNull().default(false),
+    /** The origin's digests the stored body matched, e.g. `content-digest: sha-256=:…:` (null: none sent). */
+    verifiedDigests: text("verified_digests", { mode: "json" }).$type<string[]>(),
     errorCode: text("error_code"),
     errorMessage: text("error_message"),
 
