@@ -79,6 +79,7 @@ export const LANES: Record<string, string[]> = {
     "test/e2e/errors.test.ts",
     "test/e2e/gc.test.ts",
     "test/e2e/http-hardening.test.ts",
+    "test/e2e/integrity.test.ts",
     "test/e2e/partial-resume.test.ts",
     "test/e2e/proxy-required.test.ts",
     "test/e2e/release.test.ts",
