@@ -49,7 +49,6 @@ import { canResume, recover } from "./resume";
 import { FetchRun } from "./run";
 
 export type { Dial, Resolve } from "./connect";
-export type { IntegrityKind, IntegrityOutcome } from "./digests";
 export { FetchError } from "./errors";
 export { isMimeAllowed } from "./mime";
 
