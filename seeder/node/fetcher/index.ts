@@ -210,6 +210,13 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
     const expectSize = opts.expect?.size ?? undefined;
     const expectSha256 = opts.expect?.sha256 ?? undefined;
     let verifiedDigests: string[] = [];
+    // The announced length already says the body is not the one expected: refuse it before it is
+    // read, and before its size is claimed from the store.
+    const refuseAnnounced = (rep: Representation, method: string) => {
+      const announced = wholeLength(rep);
+      if (expectSize !== undefined && announced !== null && method !== "HEAD" && announced !== expectSize)
+        throw sizeMismatch(expectSize, `announced as ${announced} bytes (Content-Length)`);
+    };
     let writer: BlobWriter | null = null;
     let keepPartial = false;
     let saved: PartialBody | null = null;
@@ -278,12 +285,9 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
           }
         }
         rep = accept(ex, hop, false);
+        refuseAnnounced(rep, hop.method);
         writer = await openWriter(store, rep, hop.method, partialFor(key, first, rep, hop, callerRange));
       }
-      // The announced length already says the body is not the one expected: refuse before reading it.
-      const announced = wholeLength(rep);
-      if (expectSize !== undefined && announced !== null && hop.method !== "HEAD" && announced !== expectSize)
-        throw sizeMismatch(expectSize, `announced as ${announced} bytes (Content-Length)`);
       let res = ex.res;
       let decodedSoFar = writer.size;
       let recoveries = 0;
@@ -334,6 +338,7 @@ export function createFetcher(deps: FetcherDeps): Fetcher {
           conn = next.ex.conn;
           if (next.resumed) continue;
           rep = next.rep;
+          refuseAnnounced(rep, hop.method);
           // Restart from scratch: the partial bytes belong to another attempt.
           await w.abort();
           writer = null;
