@@ -83,6 +83,7 @@ export const LANES: Record<string, string[]> = {
     "test/e2e/release.test.ts",
     "test/e2e/retention.test.ts",
     "test/e2e/storage.test.ts",
+    "test/e2e/virus-scan.test.ts",
     "test/fetcher/keepalive.test.ts",
     "test/fetcher/proxy.test.ts",
     "test/fetcher/ssrf.test.ts",

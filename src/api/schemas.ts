@@ -148,7 +148,7 @@ export const requestStatusResponse = v.object({
   error_code: v.pipe(
     v.nullable(v.string()),
     v.description(
-      "Why a request ended in `error`, for programs: e.g. `http_status`, `timeout`, `too_large`, `mime_refused`, `egress_refused`, `insufficient_storage` (README, States); null otherwise",
+      "Why a request ended in `error`, for programs: e.g. `http_status`, `timeout`, `too_large`, `mime_refused`, `egress_refused`, `insufficient_storage`, `content_rejected`, `scan_unavailable` (README, States); null otherwise",
     ),
   ),
   progress: v.pipe(v.number(), v.description("0, 10, 40, 50, 70, 80, 100")),
@@ -156,6 +156,21 @@ export const requestStatusResponse = v.object({
     v.nullable(timestamp),
     v.description(
       "When the request expires (or expired): its `retention` after it became ready; null before.",
+    ),
+  ),
+  scan: v.pipe(
+    v.nullable(
+      v.object({
+        verdict: v.picklist(["clean", "infected", "unscanned"]),
+        engine: v.pipe(
+          v.nullable(v.string()),
+          v.description("clamd's version: `ClamAV 1.4.6/<signatures>/<date>`"),
+        ),
+        scanned_at: v.nullable(timestamp),
+      }),
+    ),
+    v.description(
+      "The virus scan of the content (SCAN__CLAMD): `unscanned` when clamd failed and SCAN__FAIL_OPEN let it through; null when scanning is off or not done yet.",
     ),
   ),
 });

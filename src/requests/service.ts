@@ -28,6 +28,7 @@ import {
   fetchRequests,
   type JobEgress,
   type JobStatus,
+  type ScanVerdict,
 } from "../db/schema";
 import { insertSelect, sqlQuery, sqlText } from "../db/sql";
 import { newPasskey } from "../torrents/passkey";
@@ -106,6 +107,8 @@ export interface RequestView {
   seedNode: string | null;
   /** When the request expires (or expired): set once its content is ready, if it has a retention. */
   expiresAt: number | null;
+  /** The virus scan of its content (SCAN__CLAMD), or null when none was made. */
+  scan: { verdict: ScanVerdict; engine: string | null; scannedAt: number | null } | null;
   /** How the request was satisfied: a new fetch, a fetch already in flight, or a cached result. */
   source?: "fetch" | "inflight" | "cache";
 }
@@ -314,6 +317,9 @@ const viewColumns = {
   torrentName: fetchJobs.torrentName,
   magnetLink: fetchJobs.magnetLink,
   seedNode: fetchJobs.seedNode,
+  scanVerdict: fetchJobs.scanVerdict,
+  scanEngine: fetchJobs.scanEngine,
+  scannedAt: fetchJobs.scannedAt,
 };
 
 type ViewRow = {
@@ -358,6 +364,7 @@ function toView(r: ViewRow, now: number): RequestView {
     jobId: r.jobId!,
     seedNode: r.seedNode,
     expiresAt: r.expiresAt,
+    scan: r.scanVerdict ? { verdict: r.scanVerdict, engine: r.scanEngine, scannedAt: r.scannedAt } : null,
   };
 }
 

@@ -53,6 +53,7 @@ const STATUS_KEYS = [
   "error_code",
   "progress",
   "expires_at",
+  "scan",
 ];
 
 async function create(call: Caller, url: string, extra: Record<string, unknown> = {}): Promise<string> {

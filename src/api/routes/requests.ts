@@ -63,6 +63,7 @@ function statusBody(r: RequestView) {
     error_code: r.errorCode,
     progress: r.progress,
     expires_at: iso(r.expiresAt),
+    scan: r.scan && { verdict: r.scan.verdict, engine: r.scan.engine, scanned_at: iso(r.scan.scannedAt) },
   };
 }
 
