@@ -15,6 +15,7 @@ export const CLAMD_BIN = "/usr/sbin/clamd";
 
 export interface Clamd {
   readonly socket: string;
+  readonly pid: number;
   /** Everything clamd wrote to stdout and stderr. */
   output(): string;
   stop(): Promise<void>;
@@ -84,6 +85,7 @@ export async function startClamd(signatures: Record<string, string>, extraConfig
   );
   return {
     socket,
+    pid: proc.pid,
     output: () => out,
     async stop() {
       if (proc.exitCode === null) proc.kill("SIGTERM");
