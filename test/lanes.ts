@@ -50,6 +50,7 @@ export const LANES: Record<string, string[]> = {
     "test/fetcher/redirect-headers.test.ts",
     "test/fetcher/resume.test.ts",
     "test/fetcher/transport.test.ts",
+    "test/scan/clamd-client.test.ts",
     "test/swarm/peer-entitlements.test.ts",
     "test/swarm/store.test.ts",
     "test/swarm/torrent-from-pieces.test.ts",

@@ -81,7 +81,9 @@ export function outboxInserts(db: Database, type: WebhookEventType, now: number,
           'scan', json(CASE WHEN ${j.scanVerdict} IS NOT NULL THEN json_object(
             'verdict', ${j.scanVerdict},
             'engine', ${j.scanEngine},
-            'scanned_at', strftime('%Y-%m-%dT%H:%M:%fZ', ${j.scannedAt} / 1000.0, 'unixepoch')) END)))`,
+            -- integer arithmetic for the milliseconds: exactly what the status body's toISOString shows
+            'scanned_at', strftime('%Y-%m-%dT%H:%M:%S', ${j.scannedAt} / 1000, 'unixepoch')
+              || printf('.%03dZ', ${j.scannedAt} % 1000)) END)))`,
     traceId: sql`coalesce(${r.requestId}, ${j.traceId})`,
     status: "pending" as const,
     attempts: 0,

@@ -34,6 +34,7 @@ beforeAll(async () => {
     "/evil.txt": textRoute(`some text, then ${PATTERN}, then more text\n`),
     "/clean.txt": textRoute("nothing to see here\n".repeat(1000)),
     "/clean-again.txt": textRoute("nothing to see here\n".repeat(1000)),
+    "/big.txt": textRoute("x".repeat(200_000)),
     "/while-down.txt": textRoute("scanned by nobody\n".repeat(100)),
     "/fail-open.txt": textRoute("let through unscanned\n".repeat(100)),
   });
@@ -42,6 +43,7 @@ beforeAll(async () => {
     env: {
       SCAN__CLAMD: clamd.socket,
       SCAN__TIMEOUT_MS: "30000",
+      SCAN__MAX_BYTES: "100000",
       FETCHER__MAX_ATTEMPTS: "1",
       WEBHOOK__SECRET: SECRET,
     },
@@ -115,6 +117,15 @@ describe("virus scanning with clamd", () => {
     expect(await scans(svc, "clean")).toBe(1);
   });
 
+  test("a body above SCAN__MAX_BYTES is refused unscanned (scan_too_large, fail-closed)", async () => {
+    const id = await svc.create({ url: origin.url("/big.txt") });
+    const st = await svc.waitFor(id, ["ready", "error", "cancelled"], 60_000);
+    expect(st.status).toBe("error");
+    expect(st.error_code).toBe("scan_too_large");
+    expect(st.error_message).toContain("200000 bytes");
+    expect(st.infohash).toBeNull();
+  });
+
   test("clamd stopped: the body is refused (fail-closed by default)", async () => {
     await clamd.stop();
     const id = await svc.create({ url: origin.url("/while-down.txt") });
@@ -130,7 +141,7 @@ describe("virus scanning with clamd", () => {
       15_000,
       50,
     );
-    expect(await scans(svc, "failed")).toBe(1);
+    expect(await scans(svc, "failed")).toBe(2);
   });
 
   test("clamd stopped with SCAN__FAIL_OPEN=true: ready, marked unscanned, a warning logged", async () => {
