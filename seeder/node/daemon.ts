@@ -175,6 +175,7 @@ export class SeederNode {
       reseed_ms: Math.round(performance.now() - t0),
       public_url: this.deps.config.node.publicUrl,
       torrent_port: this.deps.config.torrent.listenPort,
+      virus_scan: !this.deps.scanner ? "off" : this.deps.config.scan.failOpen ? "fail-open" : "fail-closed",
     });
     await this.announceSelf();
     this.registryTimer = setInterval(() => {

@@ -142,6 +142,8 @@ describe("virus scanning with clamd", () => {
       50,
     );
     expect(await scans(svc, "failed")).toBe(2);
+    const started = await svc.waitForLog((l) => l.msg === "node started", "the start-up line");
+    expect(started.virus_scan).toBe("fail-closed");
   });
 
   test("clamd stopped with SCAN__FAIL_OPEN=true: ready, marked unscanned, a warning logged", async () => {
@@ -159,5 +161,7 @@ describe("virus scanning with clamd", () => {
     );
     expect(String(warning.err)).toContain("clamd");
     expect(await scans(open, "unscanned")).toBe(1);
+    const started = await open.waitForLog((l) => l.msg === "node started", "the start-up line");
+    expect(started.virus_scan).toBe("fail-open");
   });
 });
