@@ -12,6 +12,7 @@ import { spawn } from "bun";
 const BENCHES = [
   "small-objects",
   "large-object",
+  "scan-cost",
   "seeding",
   "status-throughput",
   "restart",

@@ -35,6 +35,7 @@ import { FetchError, type Fetcher, type FetchResult } from "./fetcher";
 import { GarbageCollector, StoreUsage } from "./gc";
 import { LeasedWorkLoop, LeaseLost, type StopReason } from "./leased-work";
 import type { PeerEntitlements } from "./peer-entitlements";
+import { ScanError, type Scanner } from "./scan";
 import { ownRegistrations, recordRegistration } from "./storage";
 import { diskSpace } from "./store-space";
 import type { Swarm } from "./swarm/swarm";
@@ -55,6 +56,8 @@ export interface NodeDeps {
   /** Who may use the BitTorrent port (TORRENT__ACCESS=passkey); re-checked on every reconcile. */
   peers?: PeerEntitlements;
   metrics?: Metrics;
+  /** Virus scanning through clamd (SCAN__CLAMD); none when it is off. */
+  scanner?: Scanner;
 }
 
 interface Seeded {
@@ -172,6 +175,7 @@ export class SeederNode {
       reseed_ms: Math.round(performance.now() - t0),
       public_url: this.deps.config.node.publicUrl,
       torrent_port: this.deps.config.torrent.listenPort,
+      virus_scan: !this.deps.scanner ? "off" : this.deps.config.scan.failOpen ? "fail-open" : "fail-closed",
     });
     await this.announceSelf();
     this.registryTimer = setInterval(() => {
@@ -354,7 +358,7 @@ export class SeederNode {
     }
   }
 
-  /** One job, as the README's lifecycle tells it: fetch → store → package → seed → complete. */
+  /** One job, as the README's lifecycle tells it: fetch → store → (scan) → package → seed → complete. */
   private async runJob(job: FetchJob, signal: AbortSignal, log: Logger): Promise<void> {
     this.stats.claimed++;
     if (job.errorCode === "lease_expired") this.deps.metrics?.leaseExpired.inc();
@@ -373,6 +377,7 @@ export class SeederNode {
       // The job's row records the hash now (or the job is ending): the database speaks for it.
       got.pin.release();
     }
+    await this.scanStage(run, got);
     const made = await this.packageStage(run, got);
     // Seeded but not `ready` in the database yet: reconcile must not drop it meanwhile.
     this.finishing.add(made.infohash);
@@ -490,6 +495,25 @@ export class SeederNode {
       });
   }
 
+  /**
+   * Scan (SCAN__CLAMD): the stored blob goes to clamd before anything is made of it. The verdict is
+   * recorded on the job; infected content ends it, and afterJob then removes the blob (unless a
+   * torrent of the same bytes, scanned before, is still seeded here).
+   */
+  private async scanStage(run: JobRun, got: FetchResult): Promise<void> {
+    const { scanner, store } = this.deps;
+    if (!scanner) return;
+    const blob = { contentHash: got.contentHash, size: got.size, path: store.pathFor(got.contentHash) };
+    const { record, signature } = await scanner.scan(blob, run.signal, run.log);
+    await this.advance(run, record);
+    if (signature !== undefined)
+      throw new ScanError(
+        "content_rejected",
+        `The content matches the virus signature ${signature}: it is refused, not stored or seeded`,
+        false,
+      );
+  }
+
   /** Package: make the (private) torrent and its magnet link, and record them on the job. */
   private async packageStage(run: JobRun, got: FetchResult): Promise<Packaged> {
     const { config, store } = this.deps;
@@ -590,7 +614,7 @@ export class SeederNode {
   /** The pipeline failed: retry later (transient, attempts left) or end the job in `error`. */
   private async jobFailed(job: FetchJob, e: unknown, log: Logger): Promise<void> {
     const err =
-      e instanceof FetchError
+      e instanceof FetchError || e instanceof ScanError
         ? { code: e.code, message: e.message, transient: e.transient }
         : { code: "internal", message: `Packaging error: ${(e as Error).message}`, transient: true };
     this.stats.failed++;

@@ -61,6 +61,18 @@ export class Metrics {
     labelNames: ["kind", "outcome"] as const,
     registers: [this.registry],
   });
+  readonly scansTotal = new Counter({
+    name: "proxytorrent_scans_total",
+    help: "Virus scans of fetched bodies by verdict (clean, infected, unscanned when clamd failed and SCAN__FAIL_OPEN let it through, failed when it refused the body, cached when an earlier verdict of the same signature version was reused)",
+    labelNames: ["verdict"] as const,
+    registers: [this.registry],
+  });
+  readonly scanDuration = new Histogram({
+    name: "proxytorrent_scan_duration_seconds",
+    help: "Time clamd took to scan one body",
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [this.registry],
+  });
   readonly blobsRemoved = new Counter({
     name: "proxytorrent_blobs_removed_total",
     help: "Blobs this node deleted from its content store because no live request needed them any more",

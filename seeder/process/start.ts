@@ -17,6 +17,7 @@ import { ContentStore } from "../node/cas";
 import { SeederNode } from "../node/daemon";
 import { createFetcher } from "../node/fetcher";
 import { PEER_ENTITLEMENTS_MAX, PeerEntitlements } from "../node/peer-entitlements";
+import { Scanner } from "../node/scan";
 import {
   lockStorageFolder,
   type StorageLock,
@@ -176,6 +177,9 @@ function buildNode(
     access,
     peers,
     metrics: metrics ?? undefined,
+    scanner: config.scan.clamd
+      ? new Scanner({ config, db, clock, metrics: metrics ?? undefined }, config.scan.clamd)
+      : undefined,
   });
   if (metrics) {
     metrics.sources.torrentsSeeding = () => node.seedingCount();

@@ -178,7 +178,7 @@ export const requestStatusResponse = v.object({
   error_code: v.pipe(
     v.nullable(v.string()),
     v.description(
-      "Why a request ended in `error`, for programs: e.g. `http_status`, `timeout`, `too_large`, `mime_refused`, `egress_refused`, `insufficient_storage`, `integrity_mismatch`, `digest_mismatch` (README, States); null otherwise",
+      "Why a request ended in `error`, for programs: e.g. `http_status`, `timeout`, `too_large`, `mime_refused`, `egress_refused`, `insufficient_storage`, `integrity_mismatch`, `digest_mismatch`, `content_rejected`, `scan_unavailable` (README, States); null otherwise",
     ),
   ),
   progress: v.pipe(v.number(), v.description("0, 10, 40, 50, 70, 80, 100")),
@@ -192,6 +192,21 @@ export const requestStatusResponse = v.object({
     v.nullable(v.array(v.string())),
     v.description(
       "The origin's digests the stored body matched, as `content-digest: sha-256=:…:`, `repr-digest: sha-512=:…:` or `content-md5: …`; null when the origin sent none that could be checked.",
+    ),
+  ),
+  scan: v.pipe(
+    v.nullable(
+      v.object({
+        verdict: v.picklist(["clean", "infected", "unscanned"]),
+        engine: v.pipe(
+          v.nullable(v.string()),
+          v.description("clamd's version: `ClamAV 1.4.6/<signatures>/<date>`"),
+        ),
+        scanned_at: v.nullable(timestamp),
+      }),
+    ),
+    v.description(
+      "The virus scan of the content (SCAN__CLAMD): `unscanned` when clamd failed and SCAN__FAIL_OPEN let it through; null when scanning is off or not done yet.",
     ),
   ),
 });

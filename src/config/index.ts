@@ -396,6 +396,32 @@ export const SETTINGS = {
     { at: "fetcher.caFile" },
   ),
 
+  SCAN__CLAMD: opt(
+    text,
+    "clamd to scan every fetched body with (INSTREAM): a unix socket path or `host:port`. Unset: no scanning.",
+    { at: "scan.clamd", map: orNull },
+  ),
+  SCAN__FAIL_OPEN: s(
+    bool,
+    false,
+    "When clamd is down, times out or the body exceeds `SCAN__MAX_BYTES`: `true` lets the body through unscanned (a warning each time), `false` ends the request in `error`.",
+    { at: "scan.failOpen" },
+  ),
+  SCAN__TIMEOUT_MS: s(
+    int(100, 3600000),
+    60000,
+    "Milliseconds a whole scan may take (connect, stream, verdict).",
+    {
+      at: "scan.timeoutMs",
+    },
+  ),
+  SCAN__MAX_BYTES: s(
+    int(1, 4294967295),
+    104857600,
+    "Largest body sent to clamd; keep it at or below clamd's `StreamMaxLength` (its default, 100 MB, is this default). Larger bodies are handled as a scan failure (see `SCAN__FAIL_OPEN`).",
+    { at: "scan.maxBytes" },
+  ),
+
   EGRESS__ALLOW_PRIVATE_NETWORKS: s(
     bool,
     false,

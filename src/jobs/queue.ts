@@ -159,6 +159,9 @@ type JobPatch = Partial<
     | "progress"
     | "contentHash"
     | "contentSize"
+    | "scanVerdict"
+    | "scanEngine"
+    | "scannedAt"
     | "contentType"
     | "finalUrl"
     | "verifiedDigests"
@@ -355,6 +358,26 @@ export async function contentNeeded(db: Database, nodeName: string, contentHash:
     .select({ one: sql`1` })
     .from(fetchJobs)
     .where(and(eq(fetchJobs.contentHash, contentHash), needsContentOn(nodeName)))
+    .limit(1);
+  return rows.length > 0;
+}
+
+/**
+ * Whether these bytes were already found clean by the same scanner and signature version (any
+ * job, any node): then they are not scanned again. Infected content is rare and always rescanned,
+ * so its refusal names the signature found now.
+ */
+export async function scannedClean(db: Database, contentHash: string, engine: string): Promise<boolean> {
+  const rows = await db
+    .select({ one: sql`1` })
+    .from(fetchJobs)
+    .where(
+      and(
+        eq(fetchJobs.contentHash, contentHash),
+        eq(fetchJobs.scanEngine, engine),
+        eq(fetchJobs.scanVerdict, "clean"),
+      ),
+    )
     .limit(1);
   return rows.length > 0;
 }

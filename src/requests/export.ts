@@ -32,7 +32,8 @@ export const EXPORT_CONTENT_TYPES: Record<ExportFormat, string> = {
 export function csvField(value: unknown): string {
   if (value === null || value === undefined) return "";
   if (typeof value === "number" || typeof value === "boolean") return String(value);
-  let s = String(value);
+  // A nested object (the scan verdict) as its JSON, not "[object Object]".
+  let s = typeof value === "object" ? JSON.stringify(value) : String(value);
   if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
   return /[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }

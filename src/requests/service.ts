@@ -28,6 +28,7 @@ import {
   fetchRequests,
   type JobEgress,
   type JobStatus,
+  type ScanVerdict,
 } from "../db/schema";
 import { insertSelect, sqlQuery, sqlText } from "../db/sql";
 import { newPasskey } from "../torrents/passkey";
@@ -114,6 +115,8 @@ export interface RequestView {
   expiresAt: number | null;
   /** The origin's digests the content matched (Content-Digest, Repr-Digest, Content-MD5); null: none. */
   verifiedDigests: string[] | null;
+  /** The virus scan of its content (SCAN__CLAMD), or null when none was made. */
+  scan: { verdict: ScanVerdict; engine: string | null; scannedAt: number | null } | null;
   /** How the request was satisfied: a new fetch, a fetch already in flight, or a cached result. */
   source?: "fetch" | "inflight" | "cache";
 }
@@ -341,6 +344,9 @@ const viewColumns = {
   magnetLink: fetchJobs.magnetLink,
   seedNode: fetchJobs.seedNode,
   verifiedDigests: fetchJobs.verifiedDigests,
+  scanVerdict: fetchJobs.scanVerdict,
+  scanEngine: fetchJobs.scanEngine,
+  scannedAt: fetchJobs.scannedAt,
 };
 
 type ViewRow = {
@@ -386,6 +392,7 @@ function toView(r: ViewRow, now: number): RequestView {
     seedNode: r.seedNode,
     expiresAt: r.expiresAt,
     verifiedDigests: r.verifiedDigests,
+    scan: r.scanVerdict ? { verdict: r.scanVerdict, engine: r.scanEngine, scannedAt: r.scannedAt } : null,
   };
 }
 

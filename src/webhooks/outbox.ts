@@ -77,7 +77,13 @@ export function outboxInserts(db: Database, type: WebhookEventType, now: number,
           'magnet_link', CASE WHEN ${status} = 'ready' THEN ${j.magnetLink} END,
           'content_hash', ${j.contentHash},
           'content_size', ${j.contentSize},
-          'url', ${r.url}))`,
+          'url', ${r.url},
+          'scan', json(CASE WHEN ${j.scanVerdict} IS NOT NULL THEN json_object(
+            'verdict', ${j.scanVerdict},
+            'engine', ${j.scanEngine},
+            -- integer arithmetic for the milliseconds: exactly what the status body's toISOString shows
+            'scanned_at', strftime('%Y-%m-%dT%H:%M:%S', ${j.scannedAt} / 1000, 'unixepoch')
+              || printf('.%03dZ', ${j.scannedAt} % 1000)) END)))`,
     traceId: sql`coalesce(${r.requestId}, ${j.traceId})`,
     status: "pending" as const,
     attempts: 0,

@@ -54,6 +54,7 @@ const STATUS_KEYS = [
   "progress",
   "expires_at",
   "verified_digests",
+  "scan",
 ];
 
 async function create(call: Caller, url: string, extra: Record<string, unknown> = {}): Promise<string> {

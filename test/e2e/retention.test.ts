@@ -115,6 +115,7 @@ describe("retention, end to end", () => {
         content_hash: ready.content_hash,
         content_size: 200_000,
         url: origin.url("/short.bin"),
+        scan: null,
       },
     });
     // Exactly once, whatever number of reconciles ran since.

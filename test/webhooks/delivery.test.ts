@@ -60,6 +60,7 @@ describe("events are written with the status change", () => {
         content_hash: CONTENT_HASH,
         content_size: 1234,
         url: "http://origin.test/file.txt",
+        scan: null,
       },
     });
     expect(ready.find((r) => r.requestId === a.id)!.traceId).toBe("trace-a");

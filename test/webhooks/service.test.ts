@@ -82,6 +82,7 @@ describe("callback_url, end to end", () => {
         content_hash: file.body.sha256(),
         content_size: file.body.size,
         url: origin.url("/report.txt"),
+        scan: null,
       },
     });
     expect(got!.headers["x-request-id"]).toBe(requestId!);

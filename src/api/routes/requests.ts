@@ -64,6 +64,7 @@ function statusBody(r: RequestView) {
     progress: r.progress,
     expires_at: iso(r.expiresAt),
     verified_digests: r.verifiedDigests,
+    scan: r.scan && { verdict: r.scan.verdict, engine: r.scan.engine, scanned_at: iso(r.scan.scannedAt) },
   };
 }
 

@@ -38,6 +38,7 @@ export const JOB_STATUSES = [
 ] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export type JobEgress = "proxy";
+export type ScanVerdict = "clean" | "infected" | "unscanned";
 
 export const fetchJobs = sqliteTable(
   "fetch_jobs",
@@ -96,6 +97,13 @@ export const fetchJobs = sqliteTable(
     verifiedDigests: text("verified_digests", { mode: "json" }).$type<string[]>(),
     errorCode: text("error_code"),
     errorMessage: text("error_message"),
+    /**
+     * The virus scan of the content (SCAN__CLAMD): "clean", "infected" or "unscanned" (scanner
+     * unavailable and SCAN__FAIL_OPEN), the clamd version incl. its signature version, and when.
+     */
+    scanVerdict: text("scan_verdict").$type<ScanVerdict>(),
+    scanEngine: text("scan_engine"),
+    scannedAt: integer("scanned_at"),
 
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
