@@ -111,12 +111,18 @@ function buildMetrics(config: Config, db: Database): Metrics | null {
     const at = await oldestQueuedAt(db);
     return at === null ? 0 : Math.max(0, (systemClock.now() - at) / 1000);
   };
-  m.sources.webhookBacklog = async () => {
-    const b = await webhookBacklog(db);
-    return {
-      pending: b.pending,
-      oldestAge: b.oldestAt === null ? 0 : Math.max(0, (systemClock.now() - b.oldestAt) / 1000),
-    };
+  // Two gauges read it, collected concurrently in one scrape: they share one query.
+  let backlog: Promise<{ pending: number; oldestAge: number }> | null = null;
+  m.sources.webhookBacklog = () => {
+    backlog ??= webhookBacklog(db)
+      .then((b) => ({
+        pending: b.pending,
+        oldestAge: b.oldestAt === null ? 0 : Math.max(0, (systemClock.now() - b.oldestAt) / 1000),
+      }))
+      .finally(() => {
+        backlog = null;
+      });
+    return backlog;
   };
   m.sources.nodesAlive = async () => (await liveNodes(db, systemClock)).length;
   return m;

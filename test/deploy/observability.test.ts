@@ -15,6 +15,8 @@ import { ROOT, Service } from "../support/service";
 
 const DASHBOARD = join(ROOT, "deploy", "grafana", "proxytorrent.json");
 const RULES = join(ROOT, "deploy", "prometheus", "alerts.yml");
+/** Grafana's placeholder for the data source picked at import (a literal, not a JS template). */
+const DS = "$" + "{DS_PROMETHEUS}";
 
 function promtool(): string {
   const p = Bun.which("promtool");
@@ -125,6 +127,25 @@ describe("dashboards and alerts as code", () => {
     expect(sample("proxytorrent_store_free_bytes")).toBeGreaterThan(0);
     expect(sample("proxytorrent_queue_oldest_age_seconds")).toBe(0);
     expect(sample("proxytorrent_webhook_backlog")).toBe(0);
+  });
+
+  test("the dashboard imports with a DS_PROMETHEUS input that every query uses", async () => {
+    const d = JSON.parse(await readFile(DASHBOARD, "utf8")) as Record<string, any>;
+    expect(d.__inputs).toContainEqual(
+      expect.objectContaining({ name: "DS_PROMETHEUS", type: "datasource", pluginId: "prometheus" }),
+    );
+    expect(d.templating.list).toContainEqual(
+      expect.objectContaining({ name: "DS_PROMETHEUS", type: "datasource", query: "prometheus" }),
+    );
+    const ids = d.panels.map((p: { id: number }) => p.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    const queried = d.panels.filter((p: { type: string }) => p.type !== "row");
+    expect(queried.length).toBeGreaterThan(10);
+    for (const p of queried) {
+      expect(p.datasource).toEqual({ type: "prometheus", uid: DS });
+      expect(p.targets.length).toBeGreaterThan(0);
+      for (const t of p.targets) expect(t.datasource.uid).toBe(DS);
+    }
   });
 
   test("every metric the dashboard and the rules query is on /metrics", async () => {
