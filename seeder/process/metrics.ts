@@ -14,8 +14,6 @@ export interface MetricSources {
   webhookBacklog?: () => Promise<{ pending: number; oldestAge: number }>;
   /** Seeder nodes with a heartbeat in the last 30 s (all nodes, from the database). */
   nodesAlive?: () => Promise<number>;
-  /** Bytes free for this node on the disk of its content store (statfs f_bavail). */
-  storeFreeBytes?: () => Promise<number>;
   torrentsSeeding?: () => number;
   /** BitTorrent peers connected to this node's seeded torrents. */
   peers?: () => number;
@@ -212,14 +210,6 @@ export class Metrics {
       },
     });
     new Gauge({
-      name: "proxytorrent_store_free_bytes",
-      help: "Bytes free for this node on the disk of its content store (what STORAGE__MIN_FREE_BYTES is kept from)",
-      registers: [this.registry],
-      async collect() {
-        if (self.sources.storeFreeBytes) this.set(await self.sources.storeFreeBytes());
-      },
-    });
-    new Gauge({
       name: "proxytorrent_store_blobs",
       help: "Blobs (distinct contents) in this node's store",
       registers: [this.registry],
@@ -241,6 +231,21 @@ export class Metrics {
         /^proxytorrent_process_nodejs_active_\w+_total$/.test(name)
       )
         this.registry.removeSingleMetric(name);
+  }
+
+  /**
+   * Free disk space of this node's store, registered only by a process that has a node: an API
+   * alone would report an unset gauge as 0 free bytes, which the disk-margin alert reads as full.
+   */
+  watchStoreFree(read: () => Promise<number>): void {
+    new Gauge({
+      name: "proxytorrent_store_free_bytes",
+      help: "Bytes free for this node on the disk of its content store (what STORAGE__MIN_FREE_BYTES is kept from)",
+      registers: [this.registry],
+      async collect() {
+        this.set(await read());
+      },
+    });
   }
 
   async response(): Promise<Response> {

@@ -206,7 +206,7 @@ function buildNode(
     metrics.sources.peerUploadBytes = () => swarm.stats().uploaded;
     metrics.sources.peers = () => swarm.stats().peers;
     metrics.sources.store = () => node.storeUsage;
-    metrics.sources.storeFreeBytes = async () => (await diskSpace(store.casRoot)).free;
+    metrics.watchStoreFree(async () => (await diskSpace(store.casRoot)).free);
   }
   return node;
 }

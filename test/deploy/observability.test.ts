@@ -55,6 +55,18 @@ async function ruleExprs(): Promise<string[]> {
   return r.groups.flatMap((g) => g.rules.map((x) => String(x.expr)));
 }
 
+async function checkMetrics(page: string): Promise<{ output: string; code: number }> {
+  const p = Bun.spawn([promtool(), "check", "metrics"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+  p.stdin.write(page);
+  p.stdin.end();
+  const [out, err, code] = await Promise.all([
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
+  return { output: `${out}${err}`, code };
+}
+
 let origin: Origin;
 let svc: Service;
 let text = "";
@@ -103,16 +115,19 @@ describe("dashboards and alerts as code", () => {
   });
 
   test("promtool check metrics accepts the live /metrics (after a ready and a failed request)", async () => {
-    const p = Bun.spawn([promtool(), "check", "metrics"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-    p.stdin.write(text);
-    p.stdin.end();
-    const [out, err, code] = await Promise.all([
-      new Response(p.stdout).text(),
-      new Response(p.stderr).text(),
-      p.exited,
-    ]);
-    expect(`${out}${err}`).toBe("");
-    expect(code).toBe(0);
+    expect(await checkMetrics(text)).toEqual({ output: "", code: 0 });
+  });
+
+  test("an API alone: clean exposition too, and no free-disk gauge (its 0 would read as a full disk)", async () => {
+    const api = await Service.start({ command: "api" });
+    try {
+      const page = await (await fetch(`${api.url}/metrics`)).text();
+      expect(await checkMetrics(page)).toEqual({ output: "", code: 0 });
+      expect(parsePrometheus(page).has("proxytorrent_store_free_bytes")).toBe(false);
+      expect(parsePrometheus(text).has("proxytorrent_store_free_bytes")).toBe(true);
+    } finally {
+      await api.stop();
+    }
   });
 
   test("the new series have samples: POST→ready histogram, fetch errors by code", () => {
