@@ -137,6 +137,9 @@ describe("dashboards and alerts as code", () => {
         .flatMap((f) => f.samples)
         .find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
     expect(sample("proxytorrent_job_ready_seconds_count")).toBe(1);
+    // seconds, not milliseconds: one small local body is ready well within a minute
+    expect(sample("proxytorrent_job_ready_seconds_sum")).toBeGreaterThan(0);
+    expect(sample("proxytorrent_job_ready_seconds_sum")).toBeLessThan(60);
     expect(sample("proxytorrent_fetch_errors_total", { code: "http_status", outcome: "final" })).toBe(1);
     expect(sample("proxytorrent_nodes_alive")).toBe(1);
     expect(sample("proxytorrent_store_free_bytes")).toBeGreaterThan(0);
