@@ -573,12 +573,15 @@ export class SeederNode {
   }
 
   /** Complete: the job becomes ready (or cancelled, if every request was cancelled meanwhile). */
-  private async completeStage({ lease, log, t0 }: JobRun, made: Packaged): Promise<void> {
+  private async completeStage({ job, lease, log, t0 }: JobRun, made: Packaged): Promise<void> {
     const final = await completeJob(this.deps.db, this.deps.clock, lease, this.name);
     if (final === null) throw new LeaseLost();
     if (final === "cancelled") await this.unseed(made.infohash);
     this.stats.completed++;
     this.deps.metrics?.requestsTotal.inc({ status: final });
+    // From the POST that created the job (queue wait, retries, fetch, scan, packaging included).
+    if (final === "ready")
+      this.deps.metrics?.readyDuration.observe(Math.max(0, (this.deps.clock.now() - job.createdAt) / 1000));
     log.info(final === "ready" ? "job ready" : "job cancelled while packaging", {
       job_status: final,
       infohash: made.infohash,
@@ -625,6 +628,11 @@ export class SeederNode {
       err,
     );
     if (outcome === "error") this.deps.metrics?.requestsTotal.inc({ status: "error" });
+    if (outcome !== null)
+      this.deps.metrics?.fetchErrors.inc({
+        code: err.code,
+        outcome: outcome === "error" ? "final" : "retry",
+      });
     // Kept only for a retry (which may come back here); an ended job's partial body goes.
     if (outcome !== "queued") await this.removePartial(job.id);
     log.warn("job attempt failed", { code: err.code, error: err.message, outcome });

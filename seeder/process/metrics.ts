@@ -8,7 +8,15 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 /** Live values read at scrape time. */
 export interface MetricSources {
   queueDepth?: () => Promise<number>;
+  /** Age in seconds of the oldest job waiting to be claimed (0 when none waits). */
+  queueOldestAge?: () => Promise<number>;
+  /** Webhook deliveries not yet delivered or given up, and the age in seconds of the oldest. */
+  webhookBacklog?: () => Promise<{ pending: number; oldestAge: number }>;
+  /** Seeder nodes with a heartbeat in the last 30 s (all nodes, from the database). */
+  nodesAlive?: () => Promise<number>;
   torrentsSeeding?: () => number;
+  /** BitTorrent peers connected to this node's seeded torrents. */
+  peers?: () => number;
   /** Bytes uploaded to BitTorrent peers since the process started (monotonic). */
   peerUploadBytes?: () => number;
   /** This node's content store (blobs and their bytes). */
@@ -53,6 +61,18 @@ export class Metrics {
     help: "Time to fetch and store one body",
     labelNames: ["outcome"] as const,
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [this.registry],
+  });
+  readonly readyDuration = new Histogram({
+    name: "proxytorrent_job_ready_seconds",
+    help: "From the POST that created a job to the job being ready: queue wait, retries, fetch, scan and packaging (requests answered from the cache or an in-flight job are not counted)",
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
+    registers: [this.registry],
+  });
+  readonly fetchErrors = new Counter({
+    name: "proxytorrent_fetch_errors_total",
+    help: "Failed job attempts by error code and outcome (retry = queued again, final = the job ended in error)",
+    labelNames: ["code", "outcome"] as const,
     registers: [this.registry],
   });
   readonly integrityChecks = new Counter({
@@ -134,11 +154,51 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: "proxytorrent_queue_oldest_age_seconds",
+      help: "Age of the oldest job waiting to be claimed (all nodes; 0 when none waits)",
+      registers: [this.registry],
+      async collect() {
+        if (self.sources.queueOldestAge) this.set(await self.sources.queueOldestAge());
+      },
+    });
+    new Gauge({
+      name: "proxytorrent_webhook_backlog",
+      help: "Webhook deliveries not yet delivered or given up (all nodes)",
+      registers: [this.registry],
+      async collect() {
+        if (self.sources.webhookBacklog) this.set((await self.sources.webhookBacklog()).pending);
+      },
+    });
+    new Gauge({
+      name: "proxytorrent_webhook_oldest_pending_age_seconds",
+      help: "Age of the oldest webhook delivery not yet delivered or given up (all nodes; 0 when none): the delivery lag",
+      registers: [this.registry],
+      async collect() {
+        if (self.sources.webhookBacklog) this.set((await self.sources.webhookBacklog()).oldestAge);
+      },
+    });
+    new Gauge({
+      name: "proxytorrent_nodes_alive",
+      help: "Seeder nodes that sent a heartbeat in the last 30 s (all nodes, from the database)",
+      registers: [this.registry],
+      async collect() {
+        if (self.sources.nodesAlive) this.set(await self.sources.nodesAlive());
+      },
+    });
+    new Gauge({
       name: "proxytorrent_torrents_seeding",
       help: "Torrents this node seeds",
       registers: [this.registry],
       collect() {
         if (self.sources.torrentsSeeding) this.set(self.sources.torrentsSeeding());
+      },
+    });
+    new Gauge({
+      name: "proxytorrent_peers",
+      help: "BitTorrent peers connected to the torrents this node seeds",
+      registers: [this.registry],
+      collect() {
+        if (self.sources.peers) this.set(self.sources.peers());
       },
     });
     new Gauge({
@@ -161,9 +221,31 @@ export class Metrics {
     // Under Bun, perf_hooks' event-loop delay histogram never fills, and prom-client then prints
     // "Nan", which is not valid exposition format (scrapers reject the whole page). The heap-space
     // gauges walk the whole heap under Bun: ~8 ms of blocked event loop per scrape.
+    // prom-client names the sums of its active handle/request/resource gauges `*_total`, which
+    // `promtool check metrics` rejects (only counters may end in _total); they are dropped, as the
+    // per-type gauges of the same name without `_total` remain and sum() over them gives the same.
     for (const name of this.registry.getMetricsAsArray().map((m) => m.name))
-      if (name.includes("eventloop_lag") || name.includes("heap_space_size"))
+      if (
+        name.includes("eventloop_lag") ||
+        name.includes("heap_space_size") ||
+        /^proxytorrent_process_nodejs_active_\w+_total$/.test(name)
+      )
         this.registry.removeSingleMetric(name);
+  }
+
+  /**
+   * Free disk space of this node's store, registered only by a process that has a node: an API
+   * alone would report an unset gauge as 0 free bytes, which the disk-margin alert reads as full.
+   */
+  watchStoreFree(read: () => Promise<number>): void {
+    new Gauge({
+      name: "proxytorrent_store_free_bytes",
+      help: "Bytes free for this node on the disk of its content store (what STORAGE__MIN_FREE_BYTES is kept from)",
+      registers: [this.registry],
+      async collect() {
+        this.set(await read());
+      },
+    });
   }
 
   async response(): Promise<Response> {

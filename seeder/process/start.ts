@@ -9,9 +9,10 @@ import { hasActiveApiKeys, sealStoredHashes } from "../../src/auth/keys";
 import { type Clock, systemClock } from "../../src/clock";
 import type { Config } from "../../src/config";
 import type { Database } from "../../src/db";
-import { queueDepth } from "../../src/jobs/queue";
+import { oldestQueuedAt, queueDepth } from "../../src/jobs/queue";
 import { createLogger, type Logger } from "../../src/log";
-import { liveNodesCheck } from "../../src/nodes/registry";
+import { liveNodes, liveNodesCheck } from "../../src/nodes/registry";
+import { webhookBacklog } from "../../src/webhooks/outbox";
 import { NodeAccess } from "../node/access";
 import { ContentStore } from "../node/cas";
 import { SeederNode } from "../node/daemon";
@@ -24,6 +25,7 @@ import {
   secureDatabaseFile,
   secureStorageFolder,
 } from "../node/storage";
+import { diskSpace } from "../node/store-space";
 import { Swarm } from "../node/swarm/swarm";
 import { choosePieceLength } from "../node/swarm/torrent";
 import { ANNOUNCE_INTERVAL_SECONDS, createTracker } from "../node/swarm/tracker";
@@ -105,6 +107,24 @@ function buildMetrics(config: Config, db: Database): Metrics | null {
   if (!config.monitoring.metricsEnabled) return null;
   const m = new Metrics();
   m.sources.queueDepth = async () => (await queueDepth(db)).queued;
+  m.sources.queueOldestAge = async () => {
+    const at = await oldestQueuedAt(db);
+    return at === null ? 0 : Math.max(0, (systemClock.now() - at) / 1000);
+  };
+  // Two gauges read it, collected concurrently in one scrape: they share one query.
+  let backlog: Promise<{ pending: number; oldestAge: number }> | null = null;
+  m.sources.webhookBacklog = () => {
+    backlog ??= webhookBacklog(db)
+      .then((b) => ({
+        pending: b.pending,
+        oldestAge: b.oldestAt === null ? 0 : Math.max(0, (systemClock.now() - b.oldestAt) / 1000),
+      }))
+      .finally(() => {
+        backlog = null;
+      });
+    return backlog;
+  };
+  m.sources.nodesAlive = async () => (await liveNodes(db, systemClock)).length;
   return m;
 }
 
@@ -184,7 +204,9 @@ function buildNode(
   if (metrics) {
     metrics.sources.torrentsSeeding = () => node.seedingCount();
     metrics.sources.peerUploadBytes = () => swarm.stats().uploaded;
+    metrics.sources.peers = () => swarm.stats().peers;
     metrics.sources.store = () => node.storeUsage;
+    metrics.watchStoreFree(async () => (await diskSpace(store.casRoot)).free);
   }
   return node;
 }

@@ -424,6 +424,16 @@ export async function queueDepth(db: Database): Promise<{ queued: number; runnin
   return { queued, running };
 }
 
+/** When the oldest job still waiting to be claimed was created (epoch ms), or null when none waits. */
+export async function oldestQueuedAt(db: Database): Promise<number | null> {
+  const rows = await db
+    .select({ at: sql<number | null>`min(${fetchJobs.createdAt})` })
+    .from(fetchJobs)
+    .where(eq(fetchJobs.status, "queued"));
+  const at = rows[0]?.at;
+  return at === null || at === undefined ? null : Number(at);
+}
+
 /** Of these job ids, those whose job has not ended (a node keeps their partial bodies). */
 export async function activeJobIds(db: Database, ids: string[]): Promise<Set<string>> {
   const out = new Set<string>();

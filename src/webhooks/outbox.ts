@@ -350,6 +350,19 @@ async function withAttempts(db: Database, rows: WebhookDelivery[]): Promise<Deli
   return rows.map((r) => ({ ...r, log: by.get(r.id) ?? [] }));
 }
 
+/** Deliveries not yet delivered or given up (all nodes), and when the oldest of them was created. */
+export async function webhookBacklog(db: Database): Promise<{ pending: number; oldestAt: number | null }> {
+  const rows = await db
+    .select({ n: sql<number>`count(*)`, at: sql<number | null>`min(${webhookDeliveries.createdAt})` })
+    .from(webhookDeliveries)
+    .where(inArray(webhookDeliveries.status, ["pending", "delivering"]));
+  const r = rows[0];
+  return {
+    pending: Number(r?.n ?? 0),
+    oldestAt: r?.at === null || r?.at === undefined ? null : Number(r.at),
+  };
+}
+
 export async function deliveriesForRequest(db: Database, requestId: string): Promise<DeliveryWithAttempts[]> {
   const rows = await db
     .select()
