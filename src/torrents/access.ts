@@ -4,36 +4,29 @@
  * the API asks `requestPasskey` for the passkey it writes into the owner's .torrent and magnet.
  *
  * A passkey is live when its request is not cancelled nor expired (its `expires_at` passed, even
- * before a sweep records it: the request reads `expired` from that instant), its job is `ready`, the API key that made
- * the request (if any) is not revoked, and TORRENT__PASSKEY_TTL_SECONDS (when set) has not passed
- * since the request became ready. Every check reads the database, so a DELETE or a key revocation
+ * before a sweep records it: the request reads `expired` from that instant), its job is `ready`,
+ * and TORRENT__PASSKEY_TTL_SECONDS (when set) has not passed since the request became ready.
+ * Revoking the API key that made the request cancels it, so that needs no check of its own. Every check reads the database, so a DELETE or a key revocation
  * takes effect on the next announce or web seed request, whichever process made it.
  */
-import { and, eq, inArray, isNotNull, isNull, notExists, or, sql } from "drizzle-orm";
+import { and, eq, inArray, isNull } from "drizzle-orm";
 import { timingSafeEqual, utf8 } from "../auth/crypto";
 import type { Database } from "../db";
-import { apiKeys, fetchJobs, fetchRequests } from "../db/schema";
+import { fetchJobs, fetchRequests } from "../db/schema";
 import { liveRequest } from "../requests/expiry";
 import { passkeyedMagnet } from "./links";
 import { newPasskey, PASSKEY_PATTERN, passkeyHash } from "./passkey";
 
 export type TorrentAccess = "passkey" | "open";
 
-/** Request and job rows (joined) whose passkey is live at `now`, apart from TORRENT__PASSKEY_TTL_SECONDS. */
-function live(db: Database, now: number) {
-  return and(
-    liveRequest(fetchRequests, now),
-    eq(fetchJobs.status, "ready"),
-    or(
-      isNull(fetchRequests.apiKeyId),
-      notExists(
-        db
-          .select({ one: sql`1` })
-          .from(apiKeys)
-          .where(and(eq(apiKeys.id, fetchRequests.apiKeyId), isNotNull(apiKeys.revokedAt))),
-      ),
-    ),
-  );
+/**
+ * Request and job rows (joined) whose passkey is live at `now`, apart from
+ * TORRENT__PASSKEY_TTL_SECONDS. A revoked API key needs no check of its own here: revoking it
+ * cancels its requests in the same transaction (src/auth/keys.ts), and a request accepted with it
+ * during the key cache's window is created cancelled (createRequest).
+ */
+function live(now: number) {
+  return and(liveRequest(fetchRequests, now), eq(fetchJobs.status, "ready"));
 }
 
 /** TORRENT__PASSKEY_TTL_SECONDS, counted from when the request became ready (or was made, if later). */
@@ -74,7 +67,7 @@ export async function passkeyGrant(
     })
     .from(fetchRequests)
     .innerJoin(fetchJobs, eq(fetchJobs.id, fetchRequests.jobId))
-    .where(and(eq(fetchRequests.passkeyHash, hash), live(db, now)))
+    .where(and(eq(fetchRequests.passkeyHash, hash), live(now)))
     .limit(1);
   const r = rows[0];
   // The lookup went by hash; comparing the secrets too costs nothing and keeps a hash collision
@@ -139,7 +132,7 @@ export async function liveGrantHashes(
       })
       .from(fetchRequests)
       .innerJoin(fetchJobs, eq(fetchJobs.id, fetchRequests.jobId))
-      .where(and(inArray(fetchRequests.passkeyHash, chunk), live(db, now)));
+      .where(and(inArray(fetchRequests.passkeyHash, chunk), live(now)));
     for (const r of rows) if (r.hash && !expired(r, now, ttlSeconds)) alive.add(r.hash);
   }
   return alive;
