@@ -13,14 +13,14 @@ import { type Env, loadConfig } from "../../src/config";
 import type { Database } from "../../src/db";
 import { fetchJobs, fetchRequests, webhookDeliveries } from "../../src/db/schema";
 import { advance, claimJobs, completeJob, contentNeeded, listSeedable } from "../../src/jobs/queue";
-import { cancelRequest, createRequest, expireDue, type NewRequest } from "../../src/requests/service";
+import { cancelRequest, createRequest, expireDue } from "../../src/requests/service";
 import { liveGrantHashes, passkeyGrant, requestPasskey } from "../../src/torrents/access";
 import { bencode } from "../../src/torrents/bencode";
 import { magnetFor } from "../../src/torrents/links";
 import { passkeyHash } from "../../src/torrents/passkey";
 import { BASE, bearer } from "../auth/helpers";
 import { testApp } from "../support/app";
-import { manualClock, tempDatabase } from "../support/db";
+import { manualClock, requestInput, tempDatabase } from "../support/db";
 
 const TOKEN = "static-token-0123456789";
 const NODE = "node-1";
@@ -76,17 +76,7 @@ async function setup(env: Env = {}) {
   return { ...t, clock, app, post, created, get, status, makeReady, job };
 }
 
-const base: NewRequest = {
-  url: "http://o.test/a",
-  method: "GET",
-  headers: null,
-  body: null,
-  ttl: 3600,
-  userId: "tenant-a",
-  clientIp: null,
-  requestId: null,
-  maxAttempts: 3,
-};
+const base = requestInput({ url: "http://o.test/a", ttl: 3600 });
 
 const expiredRows = async (db: Database, requestId: string) =>
   (

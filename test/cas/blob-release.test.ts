@@ -7,7 +7,6 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { stat } from "node:fs/promises";
 import { releaseBlob, sweepBlobs } from "../../seeder/node/blob-release";
 import { ContentStore } from "../../seeder/node/cas";
 import { StoreUsage } from "../../seeder/node/gc";
@@ -17,6 +16,7 @@ import { cancelRequest, createRequest } from "../../src/requests/service";
 import { removeTmpDirs, tmpDir } from "../support/clients";
 import { manualClock, tempDatabase } from "../support/db";
 import { until } from "../support/poll";
+import { fileExists as exists } from "../support/scope";
 
 afterAll(() => removeTmpDirs());
 
@@ -48,12 +48,6 @@ async function commit(store: ContentStore, data: Uint8Array) {
   await w.write(data);
   return w.commit();
 }
-
-const exists = (path: string) =>
-  stat(path).then(
-    () => true,
-    () => false,
-  );
 
 describe("releasing a blob", () => {
   test("committed but not yet recorded (pinned) → kept; recorded → kept; job cancelled and unpinned → deleted", async () => {

@@ -22,7 +22,7 @@ import {
 import { purgeRows } from "../../src/jobs/purge";
 import { claimJobs } from "../../src/jobs/queue";
 import { createRequest } from "../../src/requests/service";
-import { manualClock, tempDatabase } from "../support/db";
+import { manualClock, requestInput, tempDatabase } from "../support/db";
 
 const DAY = 86_400_000;
 const RETENTION = { historyMs: 90 * DAY, webhookMs: 30 * DAY, nodeMs: 7 * DAY };
@@ -252,17 +252,14 @@ describe("purging rows past their retention", () => {
     expect((await purgeRows(db, clock, { ...RETENTION, historyMs: 0 })).counts).toEqual({});
     expect(await ids(db, fetchRequests, "id")).toEqual(["r"]);
 
-    const made = await createRequest(db, clock, {
-      url: "http://o.test/fresh",
-      method: "GET",
-      headers: null,
-      body: null,
-      ttl: 0,
-      userId: "t",
-      clientIp: null,
-      requestId: null,
-      maxAttempts: 3,
-    });
+    const made = await createRequest(
+      db,
+      clock,
+      requestInput({
+        url: "http://o.test/fresh",
+        userId: "t",
+      }),
+    );
     clock.advance(100 * DAY);
     await purgeRows(db, clock, RETENTION);
     await claimJobs(db, clock, { nodeName: "n", limit: 1, leaseMs: 60_000 });

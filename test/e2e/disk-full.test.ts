@@ -9,27 +9,19 @@
  *   so), takes them again when space returns (logged once), and refuses a body that would eat
  *   into the margin.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ContentStore } from "../../seeder/node/cas";
-import { removeTmpDirs, tmpDir } from "../support/clients";
-import { bytesRoute, type Origin, startOrigin } from "../support/origin";
+import { tmpDir } from "../support/clients";
+import { bytesRoute } from "../support/origin";
+import { testScope } from "../support/scope";
 import { Service } from "../support/service";
 
 const MiB = 1024 * 1024;
 
-const cleanups: (() => Promise<void>)[] = [];
-afterAll(async () => {
-  for (const c of cleanups.reverse()) await c().catch(() => {});
-  await removeTmpDirs();
-});
-
-async function origin(routes: Parameters<typeof startOrigin>[0]): Promise<Origin> {
-  const o = await startOrigin(routes);
-  cleanups.push(() => o.close());
-  return o;
-}
+const scope = testScope();
+const { origin } = scope;
 
 /** The service with its storage folder on a tmpfs of `size` of its own. */
 async function onTmpfs(size: string, env: Record<string, string>): Promise<Service> {
@@ -40,7 +32,7 @@ async function onTmpfs(size: string, env: Record<string, string>): Promise<Servi
     wrap: ["unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=${size} tmpfs "$0" && exec "$@"`, basePath],
     env: { DATABASE__DATABASE_URL: `file:${join(dbDir, "pt.db")}`, ...env },
   });
-  cleanups.push(() => svc.stop());
+  scope.defer(() => svc.stop());
   return svc;
 }
 

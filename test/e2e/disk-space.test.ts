@@ -3,38 +3,18 @@
  * code `insufficient_storage` and a message naming the figures and the setting, leaving nothing
  * half-written; content no live request needs is removed to make room, and then the body fits.
  */
-import { afterAll, describe, expect, test } from "bun:test";
-import { readdir, stat } from "node:fs/promises";
+import { describe, expect, test } from "bun:test";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { createClient } from "@libsql/client";
 import { ContentStore } from "../../seeder/node/cas";
-import { removeTmpDirs } from "../support/clients";
-import { bytesRoute, type Origin, startOrigin } from "../support/origin";
+import { bytesRoute, type Origin } from "../support/origin";
 import { until } from "../support/poll";
-import { Service } from "../support/service";
+import { fileExists as exists, testScope } from "../support/scope";
+import type { Service } from "../support/service";
 
-const cleanups: (() => Promise<void>)[] = [];
-afterAll(async () => {
-  for (const c of cleanups.reverse()) await c().catch(() => {});
-  await removeTmpDirs();
-});
+const { origin, service } = testScope();
 
-async function origin(routes: Parameters<typeof startOrigin>[0]): Promise<Origin> {
-  const o = await startOrigin(routes);
-  cleanups.push(() => o.close());
-  return o;
-}
-async function service(env: Record<string, string>): Promise<Service> {
-  const s = await Service.start({ env });
-  cleanups.push(() => s.stop());
-  return s;
-}
-
-const exists = (path: string) =>
-  stat(path).then(
-    () => true,
-    () => false,
-  );
 const tempFiles = async (base: string) =>
   (await readdir(join(base, "tmp")).catch(() => [])).filter((f) => f.endsWith(".part"));
 

@@ -4,43 +4,22 @@
  * `proxytorrent_store_*` gauges follow the store, and request history past
  * STORAGE__HISTORY_RETENTION leaves the database with its job.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, rename, stat, writeFile } from "node:fs/promises";
+import { mkdir, rename, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { eq } from "drizzle-orm";
 import { ContentStore } from "../../seeder/node/cas";
 import { openDatabase } from "../../seeder/process/database";
 import { loadConfig } from "../../src/config";
 import { fetchJobs, fetchRequests } from "../../src/db/schema";
-import { removeTmpDirs } from "../support/clients";
-import { bytesRoute, type Origin, startOrigin } from "../support/origin";
+import { bytesRoute } from "../support/origin";
 import { until } from "../support/poll";
 import { metricValue } from "../support/prometheus";
-import { Service } from "../support/service";
+import { fileExists as exists, testScope } from "../support/scope";
+import type { Service } from "../support/service";
 
-const cleanups: (() => Promise<void>)[] = [];
-afterAll(async () => {
-  for (const c of cleanups.reverse()) await c().catch(() => {});
-  await removeTmpDirs();
-});
-
-async function origin(routes: Parameters<typeof startOrigin>[0]): Promise<Origin> {
-  const o = await startOrigin(routes);
-  cleanups.push(() => o.close());
-  return o;
-}
-async function service(env: Record<string, string> = {}): Promise<Service> {
-  const s = await Service.start({ env: { STORAGE__GC_INTERVAL_SECONDS: "1", ...env } });
-  cleanups.push(() => s.stop());
-  return s;
-}
-
-const exists = (path: string) =>
-  stat(path).then(
-    () => true,
-    () => false,
-  );
+const { origin, service } = testScope({ env: { STORAGE__GC_INTERVAL_SECONDS: "1" } });
 
 const metric = (svc: Service, name: string, labels: Record<string, string> = {}) =>
   metricValue(svc.url, name, labels);

@@ -5,32 +5,17 @@
  * ends, its partial body goes: cancelled mid-body, or ended while the node was down (found at
  * start-up).
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { createClient } from "@libsql/client";
 import { ContentStore } from "../../seeder/node/cas";
-import { removeTmpDirs } from "../support/clients";
-import { bytesRoute, type Origin, startOrigin } from "../support/origin";
+import { bytesRoute } from "../support/origin";
 import { until } from "../support/poll";
-import { Service } from "../support/service";
+import { testScope } from "../support/scope";
+import type { Service } from "../support/service";
 
-const cleanups: (() => Promise<void>)[] = [];
-afterAll(async () => {
-  for (const c of cleanups.reverse()) await c().catch(() => {});
-  await removeTmpDirs();
-});
-
-async function origin(routes: Parameters<typeof startOrigin>[0]): Promise<Origin> {
-  const o = await startOrigin(routes);
-  cleanups.push(() => o.close());
-  return o;
-}
-async function service(env: Record<string, string> = {}): Promise<Service> {
-  const s = await Service.start({ env: { NODE__LEASE_SECONDS: "5", ...env } });
-  cleanups.push(() => s.stop());
-  return s;
-}
+const { origin, service } = testScope({ env: { NODE__LEASE_SECONDS: "5" } });
 
 const tmpFiles = async (svc: Service) => (await readdir(join(svc.basePath, "tmp")).catch(() => [])).sort();
 const UUID_PART = /^[0-9a-f-]{36}\.part$/;

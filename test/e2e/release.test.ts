@@ -3,46 +3,24 @@
  * key revoked), the node stops seeding it and removes the blob from its store; content another
  * live request needs stays and still downloads.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { stat } from "node:fs/promises";
 import { eq } from "drizzle-orm";
 import { ContentStore } from "../../seeder/node/cas";
 import { decodeTorrent, text } from "../../seeder/node/swarm/bencode";
 import { openDatabase } from "../../seeder/process/database";
 import { loadConfig } from "../../src/config";
 import { fetchJobs, fetchRequests, webhookDeliveries } from "../../src/db/schema";
-import { removeTmpDirs } from "../support/clients";
-import { bytesRoute, type Origin, startOrigin, statusRoute } from "../support/origin";
+import { bytesRoute, statusRoute } from "../support/origin";
 import { until } from "../support/poll";
 import { runToEnd } from "../support/run";
-import { CLI, Service } from "../support/service";
+import { blobPath, fileExists as exists, testScope } from "../support/scope";
+import { CLI, type Service } from "../support/service";
 
 const OTHER_TOKEN = "test-token-other-tenant-0123456789";
 
-const cleanups: (() => Promise<void>)[] = [];
-afterAll(async () => {
-  for (const c of cleanups.reverse()) await c().catch(() => {});
-  await removeTmpDirs();
-});
+const { origin, service } = testScope({ env: { NODE__RESEED_INTERVAL_MS: "200" } });
 
-async function origin(routes: Parameters<typeof startOrigin>[0]): Promise<Origin> {
-  const o = await startOrigin(routes);
-  cleanups.push(() => o.close());
-  return o;
-}
-async function service(env: Record<string, string> = {}): Promise<Service> {
-  const s = await Service.start({ env: { NODE__RESEED_INTERVAL_MS: "200", ...env } });
-  cleanups.push(() => s.stop());
-  return s;
-}
-
-const exists = (path: string) =>
-  stat(path).then(
-    () => true,
-    () => false,
-  );
-const blobPath = (svc: Service, hash: string) => new ContentStore(svc.basePath).pathFor(hash);
 const blobGone = (svc: Service, hash: string, what: string) =>
   until(async () => !(await exists(blobPath(svc, hash))), what, 15_000, 50);
 const removedLog = (hash: unknown) => (l: Record<string, unknown>) =>

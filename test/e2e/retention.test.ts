@@ -8,7 +8,6 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { stat } from "node:fs/promises";
 import { Webhook } from "standardwebhooks";
 import { ContentStore } from "../../seeder/node/cas";
 import { decodeTorrent, text } from "../../seeder/node/swarm/bencode";
@@ -17,6 +16,7 @@ import { removeTmpDirs } from "../support/clients";
 import { bytesRoute, type Origin, startOrigin } from "../support/origin";
 import { until } from "../support/poll";
 import { metricValue } from "../support/prometheus";
+import { fileExists as exists } from "../support/scope";
 import { Service } from "../support/service";
 import { type Receiver, startReceiver } from "../webhooks/receiver";
 
@@ -43,11 +43,6 @@ afterAll(async () => {
   await removeTmpDirs();
 });
 
-const exists = (path: string) =>
-  stat(path).then(
-    () => true,
-    () => false,
-  );
 const blobPath = (hash: string) => new ContentStore(svc.basePath).pathFor(hash);
 
 /** The web seed URL of the request's .torrent (with TORRENT__ACCESS=passkey it carries the passkey). */

@@ -5,15 +5,14 @@
  * in the webhook; clamd down refuses the body (fail-closed) unless SCAN__FAIL_OPEN lets it through.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { stat } from "node:fs/promises";
 import { Webhook } from "standardwebhooks";
-import { ContentStore } from "../../seeder/node/cas";
 import { generateSecret } from "../../src/webhooks/signing";
 import { bodySignature, type Clamd, startClamd } from "../support/clamd";
 import { removeTmpDirs, tmpDir } from "../support/clients";
 import { type Origin, startOrigin, textRoute } from "../support/origin";
 import { until } from "../support/poll";
 import { metricValue } from "../support/prometheus";
+import { blobPath, fileExists as exists } from "../support/scope";
 import { Service } from "../support/service";
 import { type Receiver, startReceiver } from "../webhooks/receiver";
 
@@ -58,12 +57,6 @@ afterAll(async () => {
   await removeTmpDirs();
 });
 
-const exists = (path: string) =>
-  stat(path).then(
-    () => true,
-    () => false,
-  );
-const blobPath = (s: Service, hash: string) => new ContentStore(s.basePath).pathFor(hash);
 const scans = (s: Service, verdict: string) => metricValue(s.url, "proxytorrent_scans_total", { verdict });
 
 describe("virus scanning with clamd", () => {

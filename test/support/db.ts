@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openDatabase, runMigrations } from "../../seeder/process/database";
 import { type Config, type Env, loadConfig } from "../../src/config";
+import type { NewRequest } from "../../src/requests/service";
 
 export async function tempDatabase(env: Env = {}) {
   const dir = await mkdtemp(join(tmpdir(), "pt-db-"));
@@ -21,5 +22,20 @@ export function manualClock(start = Date.UTC(2026, 0, 1)) {
     advance(ms: number) {
       t += ms;
     },
+  };
+}
+
+/** A createRequest input with the dull fields filled (GET, no headers or body, ttl 0, 3 attempts). */
+export function requestInput(over: Partial<NewRequest> & Pick<NewRequest, "url">): NewRequest {
+  return {
+    method: "GET",
+    headers: null,
+    body: null,
+    ttl: 0,
+    userId: "tenant-a",
+    clientIp: null,
+    requestId: null,
+    maxAttempts: 3,
+    ...over,
   };
 }

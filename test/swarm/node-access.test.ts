@@ -8,24 +8,21 @@ import { NodeAccess, TRACKER_DENIED } from "../../seeder/node/access";
 import { fetchJobs } from "../../src/db/schema";
 import { createRequest } from "../../src/requests/service";
 import { requestPasskey } from "../../src/torrents/access";
-import { manualClock, tempDatabase } from "../support/db";
+import { manualClock, requestInput, tempDatabase } from "../support/db";
 
 const INFOHASH = "ab".repeat(20);
 
 test("a live passkey's announce passes and entitles its address, except a `stopped` one; others are denied", async () => {
   const { db } = await tempDatabase();
   const clock = manualClock();
-  const r = await createRequest(db, clock, {
-    url: "http://o.test/a",
-    method: "GET",
-    headers: null,
-    body: null,
-    ttl: 0,
-    userId: "t",
-    clientIp: null,
-    requestId: null,
-    maxAttempts: 3,
-  });
+  const r = await createRequest(
+    db,
+    clock,
+    requestInput({
+      url: "http://o.test/a",
+      userId: "t",
+    }),
+  );
   await db
     .update(fetchJobs)
     .set({ status: "ready", seeding: true, infohash: INFOHASH, contentHash: "cd".repeat(32), seedNode: "n1" })

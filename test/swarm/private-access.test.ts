@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { createClient } from "@libsql/client";
 import { type BDict, bdecode, bencode, isDict, text } from "../../seeder/node/swarm/bencode";
 import { aria2Download, libtorrentDownload, removeTmpDirs, sha256File, tmpDir } from "../support/clients";
 import { bytesRoute, type Origin, startOrigin } from "../support/origin";
@@ -292,6 +293,20 @@ describe("TORRENT__ACCESS=open", () => {
       files["/b.bin"].body.sha256(),
     );
     expect(existsSync(file)).toBe(true);
+
+    // A passkeyed link handed out before the switch to `open` keeps working: the request's
+    // passkey (made at POST whatever the mode) still opens the web seed and the tracker.
+    const db = createClient({ url: `file:${join(svc.basePath, "proxytorrent.db")}` });
+    const passkey = (await db.execute({ sql: "SELECT passkey FROM fetch_requests WHERE id = ?", args: [id] }))
+      .rows[0]?.passkey as string;
+    db.close();
+    expect(passkey).toMatch(/^[0-9a-f]{32}$/);
+    const kept = await fetch(`${svc.url}/webseed/${passkey}/b.bin`);
+    expect(kept.status).toBe(200);
+    expect(new Bun.CryptoHasher("sha256").update(await kept.arrayBuffer()).digest("hex")).toBe(
+      files["/b.bin"].body.sha256(),
+    );
+    expect(failure(await trackerCall(`${svc.url}/announce?passkey=${passkey}`, st.infohash))).toBeNull();
   });
 });
 

@@ -12,7 +12,7 @@ import { cancelRequest, createRequest } from "../../src/requests/service";
 import { liveGrantHashes, ownerPayload, passkeyGrant, requestPasskey } from "../../src/torrents/access";
 import { announceUrl, magnetFor, webSeedUrl } from "../../src/torrents/links";
 import { passkeyHash } from "../../src/torrents/passkey";
-import { manualClock, tempDatabase } from "../support/db";
+import { manualClock, requestInput, tempDatabase } from "../support/db";
 
 const INFOHASH = "ab".repeat(20);
 const CONTENT = "cd".repeat(32);
@@ -26,18 +26,15 @@ beforeEach(async () => {
 
 /** A request whose job a node made ready (as completeJob leaves it). */
 async function readyRequest(opts: { url?: string; userId?: string; apiKeyId?: string } = {}) {
-  const r = await createRequest(db, clock, {
-    url: opts.url ?? "http://o.test/a",
-    method: "GET",
-    headers: null,
-    body: null,
-    ttl: 0,
-    userId: opts.userId ?? "tenant-a",
-    clientIp: null,
-    requestId: null,
-    maxAttempts: 3,
-    apiKeyId: opts.apiKeyId ?? null,
-  });
+  const r = await createRequest(
+    db,
+    clock,
+    requestInput({
+      url: opts.url ?? "http://o.test/a",
+      userId: opts.userId ?? "tenant-a",
+      apiKeyId: opts.apiKeyId ?? null,
+    }),
+  );
   await db
     .update(fetchJobs)
     .set({
@@ -71,17 +68,15 @@ describe("passkeyGrant", () => {
 
   test("each request has its own passkey, even two requests of one job", async () => {
     const a = await readyRequest();
-    const b = await createRequest(db, clock, {
-      url: "http://o.test/a",
-      method: "GET",
-      headers: null,
-      body: null,
-      ttl: 3600,
-      userId: "tenant-a",
-      clientIp: null,
-      requestId: null,
-      maxAttempts: 3,
-    });
+    const b = await createRequest(
+      db,
+      clock,
+      requestInput({
+        url: "http://o.test/a",
+        ttl: 3600,
+        userId: "tenant-a",
+      }),
+    );
     expect(b.jobId).toBe(a.jobId); // answered from the ready result
     const bKey = await requestPasskey(db, b.id);
     expect(bKey).not.toBe(a.passkey);
